@@ -1,0 +1,68 @@
+"""Streamlit-style caching for Jupyter: ``%%cache_data``, ``%%cache_resource`` and one store.
+
+``%load_ext ipycache_ext`` registers the magics. Everything they cache lives in one
+kernel-wide store, ``get_store()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ._errors import (
+    CacheError,
+    ResultTooLargeError,
+    UnhashableInputError,
+    UnserializableResultError,
+)
+from ._store import CacheStats, CacheStore, EntryInfo, StoreEvent, get_store
+
+__all__ = [
+    "CacheError",
+    "CacheStats",
+    "CacheStore",
+    "EntryInfo",
+    "ResultTooLargeError",
+    "StoreEvent",
+    "UnhashableInputError",
+    "UnserializableResultError",
+    "get_store",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+__version__ = "0.1.0"
+
+# shell -> (magics instance, pre_run_cell callback); loading twice is then harmless
+_loaded: dict[int, Any] = {}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext ipycache_ext``: register the magics on this shell."""
+    from ._magics import (
+        CacheMagics,  # deferred: importing IPython is the magics' business
+    )
+
+    if id(ipython) in _loaded:
+        return
+    magics = CacheMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
+    _loaded[id(ipython)] = magics
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext ipycache_ext``: remove the magics (cached entries stay)."""
+    magics = _loaded.pop(id(ipython), None)
+    if magics is None:
+        return
+    for kind, table in magics.magics.items():
+        for name in table:
+            ipython.magics_manager.magics[kind].pop(name, None)
+    ipython.magics_manager.registry.pop(type(magics).__name__, None)
+    with contextlib.suppress(ValueError):  # unregistered by someone else already
+        ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
+    if magics in ipython.configurables:
+        ipython.configurables.remove(magics)

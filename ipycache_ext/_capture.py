@@ -1,0 +1,124 @@
+"""Record what a cell shows while it runs, and show it again on a hit.
+
+On a miss the output must appear live (a slow cell that prints progress should not look
+frozen) *and* be kept, so the recorder tees rather than captures: ``sys.stdout``,
+``sys.stderr`` and the shell's display publisher are wrapped for the duration of the run,
+forwarding everything and keeping an ordered list of events. Nothing here imports IPython:
+the shell is any object with a ``display_pub`` that has ``publish`` and ``clear_output``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TextIO
+
+# ("stdout", text) | ("stderr", text) | ("display", data, metadata, transient, update) | ("clear", wait)
+OutputEvent = tuple[Any, ...]
+
+
+@dataclass
+class CellResult:
+    """Everything a cached cell produced: bindings, deletions, last value and output."""
+
+    bindings: dict[str, Any]
+    deleted: tuple[str, ...] = ()
+    value: Any = None
+    outputs: list[OutputEvent] = field(default_factory=list)
+
+
+class _Tee:
+    """A text stream that forwards to the real one and records what was written."""
+
+    def __init__(self, target: TextIO, name: str, events: list[OutputEvent]) -> None:
+        self._target = target
+        self._name = name
+        self._events = events
+
+    def write(self, text: str) -> int:
+        if text:
+            self._events.append((self._name, text))
+        return self._target.write(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._target, attr)
+
+
+class _TeePublisher:
+    """Stands in for the shell's display publisher: forwards and records rich output."""
+
+    def __init__(self, target: Any, events: list[OutputEvent]) -> None:
+        self._target = target
+        self._events = events
+
+    def publish(
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: Any = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._events.append(("display", data, metadata, transient, update))
+        self._target.publish(data, metadata=metadata, transient=transient, update=update, **kwargs)
+
+    def clear_output(self, wait: bool = False) -> None:
+        self._events.append(("clear", wait))
+        self._target.clear_output(wait=wait)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._target, attr)
+
+
+class OutputRecorder:
+    """Context manager that tees stdout, stderr and rich displays into ``events``."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, shell: Any) -> None:
+        self._shell = shell
+        self.events: list[OutputEvent] = []
+        self._saved: tuple[Any, Any, Any] | None = None
+
+    def __enter__(self) -> OutputRecorder:
+        with self._lock:
+            self._saved = (sys.stdout, sys.stderr, self._shell.display_pub)
+            sys.stdout = _Tee(sys.stdout, "stdout", self.events)
+            sys.stderr = _Tee(sys.stderr, "stderr", self.events)
+            self._shell.display_pub = _TeePublisher(self._shell.display_pub, self.events)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._saved is not None
+        with self._lock:
+            sys.stdout, sys.stderr, self._shell.display_pub = self._saved
+
+
+def replay(events: list[OutputEvent], shell: Any) -> None:
+    """Show recorded output again, in its original order."""
+    for event in events:
+        kind = event[0]
+        if kind == "stdout":
+            sys.stdout.write(event[1])
+        elif kind == "stderr":
+            sys.stderr.write(event[1])
+        elif kind == "display":
+            _, data, metadata, transient, update = event
+            shell.display_pub.publish(data, metadata=metadata, transient=transient, update=update)
+        elif kind == "clear":
+            shell.display_pub.clear_output(wait=event[1])
+    sys.stdout.flush()
+    sys.stderr.flush()

@@ -1,0 +1,44 @@
+"""The exceptions ipycache_ext raises, in one place.
+
+::
+
+    CacheError                         base of everything below
+    ├── UnhashableInputError (TypeError)     an input's value can't be turned into a key
+    ├── UnserializableResultError (TypeError) a cache_data result can't be pickled
+    └── ResultTooLargeError                   a result is larger than the whole memory budget
+
+Each message names the variable or parameter at fault and the way out, because the
+person reading it is in the middle of a notebook and wants to carry on, not debug us.
+"""
+
+from __future__ import annotations
+
+
+class CacheError(Exception):
+    """Base class of the errors raised by ipycache_ext."""
+
+
+class UnhashableInputError(CacheError, TypeError):
+    """An input value could not be hashed into a cache key."""
+
+    def __init__(self, name: str, value_type: type, reason: str, way_out: str) -> None:
+        self.name = name
+        self.value_type = value_type
+        self.reason = reason
+        type_name = f"{value_type.__module__}.{value_type.__qualname__}"
+        super().__init__(
+            f"cannot hash input `{name}` of type {type_name} to build the cache key ({reason}). {way_out}"
+        )
+
+
+class UnserializableResultError(CacheError, TypeError):
+    """A cache_data result could not be serialized with cloudpickle."""
+
+    def __init__(self, what: str, reason: str, way_out: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"cannot serialize {what} for cache_data ({reason}). {way_out}")
+
+
+class ResultTooLargeError(CacheError):
+    """A result is larger than the memory budget, so caching it would evict it at once."""
