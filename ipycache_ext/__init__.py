@@ -19,6 +19,7 @@ from ._store import CacheStats, CacheStore, EntryInfo, StoreEvent, get_store
 
 __all__ = [
     "CacheError",
+    "CachePanel",
     "CacheStats",
     "CacheStore",
     "EntryInfo",
@@ -26,12 +27,30 @@ __all__ = [
     "StoreEvent",
     "UnhashableInputError",
     "UnserializableResultError",
+    "cache_data",
+    "cache_resource",
     "get_store",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
 
 __version__ = "0.1.0"
+
+# Imported on first use: the decorators and the panel pull in more than the store needs.
+_LAZY = {
+    "cache_data": "._decorators",
+    "cache_resource": "._decorators",
+    "CachePanel": "._panel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ipycache_ext' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
 
 # shell -> (magics instance, pre_run_cell callback); loading twice is then harmless
 _loaded: dict[int, Any] = {}

@@ -184,6 +184,16 @@ class CacheMagics(Magics):
         args = parse_argstring(self.cache_info, line)
         print(render_info(self.store, explain=args.explain))
 
+    @line_magic
+    def cache_panel(self, line: str) -> Any:
+        """Show the live cache panel (in a terminal, which has no widgets: the %cache_info table)."""
+        if getattr(self._shell, "kernel", None) is None:
+            print(render_info(self.store))
+            return None
+        from ._panel import CachePanel
+
+        return CachePanel(self.store)
+
     # ---------------------------------------------------------------- the work
     def _run_magic(self, kind: Kind, args: Any, cell: str) -> Any:
         """Run a cached cell; errors come out as the user's own traceback or one line."""

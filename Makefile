@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lab lint bench clean
+
+demo: $(VENV)/.installed-demo  ## run notebooks/quickstart.ipynb in a real kernel, print miss and hit times
+	$(BIN)/python scripts/run_demo.py notebooks/quickstart.ipynb
+
+test: $(VENV)/.installed-test  ## the whole suite: lint, types, unit, notebooks, browser
+	bash scripts/ensure-chromium.sh
+	$(BIN)/ruff check ipycache_ext tests scripts benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lab: $(VENV)/.installed-test  ## open JupyterLab on notebooks/
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check ipycache_ext tests scripts benchmarks
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

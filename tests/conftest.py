@@ -1,0 +1,59 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, a fake clock, a store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import ipycache_ext
+from ipycache_ext import CacheStore
+
+
+class FakeClock:
+    """A timer that only moves when told to (cachetools-style clock injection)."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> Iterator[CacheStore]:
+    cache = CacheStore(timer=clock, memory_budget=64 * 1024 * 1024)
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def shell(store: CacheStore) -> Iterator[InteractiveShell]:
+    """The real IPython shell, extension loaded on the test's store, namespace cleaned after."""
+    ip = InteractiveShell.instance()
+    ip.colors = "nocolor"
+    ipycache_ext.load_ipython_extension(ip, store=store)
+    try:
+        yield ip
+    finally:
+        ipycache_ext.unload_ipython_extension(ip)
+        ip.reset(new_session=False)
+
+
+def run(ip: InteractiveShell, code: str) -> object:
+    """Run a cell like Jupyter does; fail the test with the cell's own error if it raised."""
+    result = ip.run_cell(code, store_history=True)
+    if result.error_before_exec is not None:
+        raise result.error_before_exec
+    if result.error_in_exec is not None:
+        raise result.error_in_exec
+    return result.result
