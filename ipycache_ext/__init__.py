@@ -52,19 +52,21 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(module, __name__), name)
 
-# shell -> (magics instance, pre_run_cell callback); loading twice is then harmless
+# id(shell) -> its CacheMagics instance; loading twice is then harmless
 _loaded: dict[int, Any] = {}
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    """Called by ``%load_ext ipycache_ext``: register the magics on this shell."""
-    from ._magics import (
-        CacheMagics,  # deferred: importing IPython is the magics' business
-    )
+def load_ipython_extension(ipython: Any, store: CacheStore | None = None) -> None:
+    """Called by ``%load_ext ipycache_ext``: register the magics on this shell.
+
+    ``store`` replaces the kernel-wide store (tests pass one with a fake clock).
+    """
+    # Deferred: importing IPython is the magics module's business alone.
+    from ._magics import CacheMagics
 
     if id(ipython) in _loaded:
         return
-    magics = CacheMagics(ipython)
+    magics = CacheMagics(ipython, store=store)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     if magics not in ipython.configurables:

@@ -95,11 +95,12 @@ class CacheMagics(Magics):
     show_hit_line = Bool(True, config=True, help="Print one line when a cell is served from the cache.")
 
     def __init__(self, shell: InteractiveShell, store: CacheStore | None = None) -> None:
-        super().__init__(shell=shell, parent=shell)
-        self._shell = shell  # typed, never None (Magics.shell may be None)
+        # Before super().__init__: loading config there already calls the observers below.
         self.store = get_store() if store is None else store
+        self._shell = shell  # typed, never None (Magics.shell may be None)
         self._explainer = MissExplainer()
         self._cell_id: str | None = None
+        super().__init__(shell=shell, parent=shell)
         self._apply_store_settings()
 
     # ---------------------------------------------------------------- settings
@@ -158,7 +159,7 @@ class CacheMagics(Magics):
     @argument("--resource", action="store_true", help="clear only cache_resource entries")
     @argument(
         "target",
-        nargs="?",
+        nargs="*",
         metavar="KEY_OR_LABEL",
         help="a key (or its first characters, as %%cache_info shows) or a label",
     )
@@ -169,10 +170,10 @@ class CacheMagics(Magics):
         if args.data and args.resource:
             args.data = args.resource = False
         kind: Kind | None = "data" if args.data else "resource" if args.resource else None
-        if args.target is None:
+        if not args.target:
             count = self.store.clear(kind)
         else:
-            keys = self._match(args.target, kind)
+            keys = self._match(" ".join(args.target), kind)
             count = self.store.delete_where(lambda e: e.key in keys, "cleared")
         print(f"{_PREFIX} cleared {count} entr{'y' if count == 1 else 'ies'}")
 

@@ -1,0 +1,362 @@
+"""The cell magics in a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import ipycache_ext
+from ipycache_ext import CacheStore
+
+from .conftest import FakeClock, run
+
+COUNTED = """%%cache_data --ignore runs {flags}
+runs.append(1)
+result = [n] * 3
+"""
+
+
+def counted(ip: InteractiveShell, flags: str = "") -> int:
+    """Run the counting cell; return how many times its body has run so far."""
+    ip.user_ns.setdefault("runs", [])
+    ip.user_ns.setdefault("n", 1)
+    run(ip, COUNTED.format(flags=flags))
+    return len(ip.user_ns["runs"])
+
+
+def test_a_cell_runs_once_for_the_same_inputs(shell: InteractiveShell) -> None:
+    assert counted(shell) == 1
+    assert counted(shell) == 1
+    assert shell.user_ns["result"] == [1, 1, 1]
+
+
+def test_a_cell_runs_again_when_an_input_value_changes(shell: InteractiveShell) -> None:
+    counted(shell)
+    shell.user_ns["n"] = 2
+    assert counted(shell) == 2
+    assert shell.user_ns["result"] == [2, 2, 2]
+    shell.user_ns["n"] = 1  # back to a value seen before: a hit with that value's result
+    assert counted(shell) == 2
+    assert shell.user_ns["result"] == [1, 1, 1]
+
+
+def test_changing_an_input_in_place_changes_the_key(shell: InteractiveShell) -> None:
+    shell.user_ns["n"] = {"a": [1, 2]}
+    counted(shell)
+    shell.user_ns["n"]["a"].append(3)
+    assert counted(shell) == 2
+
+
+def test_comments_and_whitespace_do_not_change_the_key(shell: InteractiveShell) -> None:
+    shell.user_ns["runs"] = []
+    run(shell, "%%cache_data --ignore runs\nruns.append(1)\ny = 2")
+    run(shell, "%%cache_data --ignore runs\n# a comment\nruns.append(1)   \n\ny = 2  # why")
+    assert len(shell.user_ns["runs"]) == 1
+
+
+def test_a_code_change_reruns_and_says_why(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.user_ns["runs"] = []
+    run(shell, "%%cache_data --ignore runs\nruns.append(1)\ny = 2")
+    run(shell, "%%cache_data --ignore runs\nruns.append(1)\ny = 3")
+    assert len(shell.user_ns["runs"]) == 2
+    assert shell.user_ns["y"] == 3
+    assert "recomputing: cell code changed" in capsys.readouterr().out
+
+
+def test_an_input_change_is_explained_by_name(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    counted(shell)
+    shell.user_ns["n"] = 5
+    counted(shell)
+    assert "recomputing: `n` changed" in capsys.readouterr().out
+    run(shell, "%cache_info --explain")
+    out = capsys.readouterr().out
+    assert "`n` changed" in out and "first run" in out
+
+
+def test_a_helper_function_change_reruns_the_cell(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    run(shell, "def helper(x):\n    return x + 1")
+    shell.user_ns["runs"] = []
+    cell = "%%cache_data --ignore runs\nruns.append(1)\nout = helper(1)"
+    run(shell, cell)
+    run(shell, cell)
+    assert len(shell.user_ns["runs"]) == 1
+    run(shell, "def helper(x):\n    return x + 2")
+    run(shell, cell)
+    assert len(shell.user_ns["runs"]) == 2
+    assert shell.user_ns["out"] == 3
+    assert "`helper` changed" in capsys.readouterr().out
+
+
+def test_a_global_read_by_a_helper_is_part_of_the_key(shell: InteractiveShell) -> None:
+    run(shell, "scale = 2\ndef helper(x):\n    return x * scale")
+    shell.user_ns["runs"] = []
+    cell = "%%cache_data --ignore runs\nruns.append(1)\nout = helper(5)"
+    run(shell, cell)
+    run(shell, "scale = 3")
+    run(shell, cell)
+    assert shell.user_ns["out"] == 15
+    assert len(shell.user_ns["runs"]) == 2
+
+
+def test_mutating_a_hit_does_not_leak_into_the_next_hit(shell: InteractiveShell) -> None:
+    counted(shell)
+    shell.user_ns["result"].append("mutated")
+    counted(shell)  # a hit
+    assert shell.user_ns["result"] == [1, 1, 1]
+    shell.user_ns["result"].append("again")
+    counted(shell)
+    assert shell.user_ns["result"] == [1, 1, 1]
+    assert len(shell.user_ns["runs"]) == 1
+
+
+def test_mutating_the_first_run_result_does_not_change_the_cache(shell: InteractiveShell) -> None:
+    counted(shell)
+    shell.user_ns["result"].clear()
+    counted(shell)
+    assert shell.user_ns["result"] == [1, 1, 1]
+
+
+def test_hits_replay_output_and_the_last_value(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "%%cache_data\nprint('working hard')\nx = 21\nx * 2"
+    assert run(shell, cell) == 42
+    first = capsys.readouterr().out
+    assert "working hard" in first
+    assert run(shell, cell) == 42
+    second = capsys.readouterr().out
+    assert "working hard" in second
+    assert "[ipycache_ext] cache hit" in second
+    assert shell.user_ns["Out"][max(shell.user_ns["Out"])] == 42
+
+
+def test_quiet_hides_the_hit_line(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    counted(shell, "--quiet")
+    counted(shell, "--quiet")
+    assert "cache hit" not in capsys.readouterr().out
+
+
+def test_rich_displays_are_recorded_and_replayed(shell: InteractiveShell) -> None:
+    from IPython.core.displaypub import CapturingDisplayPublisher
+
+    original = shell.display_pub
+    shell.display_pub = CapturingDisplayPublisher()
+    try:
+        cell = "%%cache_data\nfrom IPython.display import display, HTML\ndisplay(HTML('<b>hi</b>'))\nv = 1"
+        run(shell, cell)
+        run(shell, cell)
+        shown = [o for o in shell.display_pub.outputs if "text/html" in o["data"]]
+        assert [o["data"]["text/html"] for o in shown] == ["<b>hi</b>", "<b>hi</b>"]
+    finally:
+        shell.display_pub = original
+
+
+def test_explicit_names_limit_what_is_cached(shell: InteractiveShell) -> None:
+    shell.user_ns["runs"] = []
+    cell = "%%cache_data --ignore runs keep\nruns.append(1)\nkeep = 1\ntemp = 2"
+    run(shell, cell)
+    del shell.user_ns["temp"]
+    run(shell, cell)
+    assert shell.user_ns["keep"] == 1
+    assert "temp" not in shell.user_ns
+    assert len(shell.user_ns["runs"]) == 1
+
+
+def test_an_input_changed_in_place_by_the_cell_is_restored_on_a_hit(shell: InteractiveShell) -> None:
+    pd = pytest.importorskip("pandas")
+    shell.user_ns["df"] = pd.DataFrame({"a": [1, 2, 3]})
+    run(shell, "%%cache_data\ndf['b'] = df['a'] * 2")
+    assert list(shell.user_ns["df"].columns) == ["a", "b"]
+    shell.user_ns["df"] = pd.DataFrame({"a": [1, 2, 3]})  # same input again
+    run(shell, "%%cache_data\ndf['b'] = df['a'] * 2")
+    assert list(shell.user_ns["df"]["b"]) == [2, 4, 6]
+
+
+def test_resource_hits_bind_the_identical_object(shell: InteractiveShell) -> None:
+    cell = "%%cache_resource\nimport sqlite3\nconn = sqlite3.connect(':memory:', check_same_thread=False)"
+    run(shell, cell)
+    first = shell.user_ns["conn"]
+    del shell.user_ns["conn"]
+    run(shell, cell)
+    assert shell.user_ns["conn"] is first
+
+
+def test_validate_recomputes_a_broken_resource(shell: InteractiveShell, store: CacheStore) -> None:
+    shell.user_ns["made"] = []
+    cell = "%%cache_resource --validate 'handle[\"ok\"]'\nhandle = {'ok': True}\nmade.append(handle)"
+    run(shell, cell)
+    shell.user_ns["handle"]["ok"] = False  # the resource went bad
+    run(shell, cell)
+    assert len(shell.user_ns["made"]) == 2
+    assert shell.user_ns["handle"]["ok"] is True
+    assert store.removal_reason(store.entries()[0].key) is None
+
+
+def test_ttl_expires_entries(shell: InteractiveShell, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    assert counted(shell, "--ttl 10m") == 1
+    clock.advance(599)
+    assert counted(shell, "--ttl 10m") == 1
+    clock.advance(2)
+    assert counted(shell, "--ttl 10m") == 2
+    assert "recomputing: expired (TTL)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "abc", "nan", "inf", "10x"])
+def test_a_bad_ttl_is_a_usage_error_naming_the_value(shell: InteractiveShell, bad: str) -> None:
+    result = shell.run_cell(f"%%cache_data --ttl {bad}\nq = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert bad in str(result.error_in_exec)
+    assert "q" not in shell.user_ns
+
+
+def test_max_entries_keeps_the_most_recent(shell: InteractiveShell, store: CacheStore) -> None:
+    for n in (1, 2, 3):
+        shell.user_ns["n"] = n
+        counted(shell, "--max-entries 2")
+    assert len(store.entries()) == 2
+    shell.user_ns["n"] = 1  # evicted: least recently used
+    assert counted(shell, "--max-entries 2") == 4
+    shell.user_ns["n"] = 3
+    assert counted(shell, "--max-entries 2") == 4
+
+
+def test_the_memory_budget_evicts_least_recently_used(shell: InteractiveShell, store: CacheStore) -> None:
+    cell = "%%cache_data\nblob = bytes(400_000) + bytes([k])"
+    for k in range(3):
+        shell.user_ns["k"] = k
+        run(shell, cell)
+    sizes = [e.size or 0 for e in store.entries()]
+    store.memory_budget = sum(sizes) - 1  # one has to go: the oldest
+    assert [e.inputs for e in store.entries()] and len(store.entries()) == 2
+    shell.user_ns["k"] = 0
+    run(shell, "%%cache_data --quiet\nblob = bytes(400_000) + bytes([k])")
+    assert store.stats().evictions >= 1
+
+
+def test_budget_is_settable_through_config(shell: InteractiveShell, store: CacheStore) -> None:
+    run(shell, "%config CacheMagics.memory_budget = 12345")
+    assert store.memory_budget == 12345
+
+
+def test_refresh_recomputes_and_replaces(shell: InteractiveShell, store: CacheStore) -> None:
+    counted(shell)
+    assert counted(shell, "--refresh") == 2
+    assert len(store.entries()) == 1
+    assert counted(shell) == 2
+
+
+def test_a_failing_cell_caches_nothing_and_shows_the_users_traceback(
+    shell: InteractiveShell, store: CacheStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(shell, "def helper(v):\n    return 1 / v")
+    result = shell.run_cell("%%cache_data\npartial = 'set before the error'\nboom = helper(0)")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert store.entries() == []
+    assert shell.user_ns["partial"] == "set before the error"  # as after a normal run
+    out = capsys.readouterr().out
+    assert "boom = helper(0)" in out and "return 1 / v" in out
+    assert "_store.py" not in out and "exec(" not in out
+
+
+def test_failure_line_numbers_match_the_cell(shell: InteractiveShell) -> None:
+    result = shell.run_cell("%%cache_data\nx = 1\nraise ValueError('line 3 of the cell')")
+    error = result.error_in_exec
+    assert isinstance(error, ValueError)
+    tb = error.__traceback__
+    assert tb is not None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb.tb_lineno == 3
+
+
+def test_an_unhashable_input_names_the_variable_and_the_way_out(shell: InteractiveShell) -> None:
+    run(shell, "import threading\nlock = threading.Lock()")
+    result = shell.run_cell("%%cache_data\nwith lock:\n    v = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "`lock`" in message and "--ignore lock" in message and "lock" in message
+    run(shell, "%%cache_data --ignore lock\nwith lock:\n    v = 1")
+    assert shell.user_ns["v"] == 1
+
+
+def test_an_unpicklable_result_says_to_use_cache_resource(shell: InteractiveShell, store: CacheStore) -> None:
+    result = shell.run_cell("%%cache_data\nimport threading\nlk = threading.Lock()\nok = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "%%cache_resource" in str(result.error_in_exec) and "`lk`" in str(result.error_in_exec)
+    assert shell.user_ns["ok"] == 1  # the cell's variables stay set
+    assert store.entries() == []
+
+
+def test_cache_clear_by_kind_key_and_label(shell: InteractiveShell, store: CacheStore) -> None:
+    run(shell, "%%cache_data\na = 1")
+    run(shell, "%%cache_data\nb = 2")
+    run(shell, "%%cache_resource\nc = object()")
+    run(shell, "%cache_clear --resource")
+    assert {e.kind for e in store.entries()} == {"data"}
+    run(shell, "%cache_clear b = 2")
+    assert [e.label for e in store.entries()] == ["a = 1"]
+    run(shell, f"%cache_clear {store.entries()[0].key[:8]}")
+    assert store.entries() == []
+    result = shell.run_cell("%cache_clear nothing-like-this")
+    assert isinstance(result.error_in_exec, UsageError)
+    run(shell, "%%cache_data\na = 1")
+    run(shell, "%cache_clear")
+    assert store.entries() == []
+
+
+def test_cache_info_lists_entries(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    counted(shell, "--ttl 1h")
+    capsys.readouterr()
+    run(shell, "%cache_info")
+    out = capsys.readouterr().out
+    assert "runs.append(1)" in out and "data" in out and "result" in out and "1h 00m" in out
+
+
+def test_names_that_are_not_identifiers_are_usage_errors(shell: InteractiveShell) -> None:
+    for line in ("%%cache_data class", "%%cache_data 1x", "%%cache_data --ignore for"):
+        result = shell.run_cell(f"{line}\nq = 1")
+        assert isinstance(result.error_in_exec, UsageError), line
+
+
+def test_loading_twice_is_harmless_and_unload_removes_the_magics() -> None:
+    ip = InteractiveShell.instance()
+    store = CacheStore()
+    try:
+        ipycache_ext.load_ipython_extension(ip, store=store)
+        ipycache_ext.load_ipython_extension(ip, store=store)
+        assert "cache_data" in ip.magics_manager.magics["cell"]
+        ipycache_ext.unload_ipython_extension(ip)
+        assert "cache_data" not in ip.magics_manager.magics["cell"]
+        assert "cache_info" not in ip.magics_manager.magics["line"]
+    finally:
+        ipycache_ext.unload_ipython_extension(ip)
+
+
+def test_load_ext_uses_the_kernel_wide_store() -> None:
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "ipycache_ext")
+        run(ip, "%%cache_data\nkernel_wide = 41 + 1")
+        assert any(e.label == "kernel_wide = 41 + 1" for e in ipycache_ext.get_store().entries())
+    finally:
+        ip.run_line_magic("unload_ext", "ipycache_ext")
+        ipycache_ext.get_store().clear()
+        ip.reset(new_session=False)
+
+
+def test_ipython_syntax_inside_the_cell(shell: InteractiveShell) -> None:
+    shell.user_ns["runs"] = []
+    cell = "%%cache_data --ignore runs\n%time z = 5\nruns.append(1)"
+    run(shell, cell)
+    run(shell, cell)
+    assert shell.user_ns["z"] == 5
+    assert len(shell.user_ns["runs"]) == 1
+
+
+def test_a_name_deleted_by_the_cell_is_deleted_on_a_hit(shell: InteractiveShell) -> None:
+    shell.user_ns["scratch"] = 1
+    cell = "%%cache_data\ntotal = scratch + 1\ndel scratch"
+    run(shell, cell)
+    shell.user_ns["scratch"] = 1
+    run(shell, cell)
+    assert "scratch" not in shell.user_ns
+    assert shell.user_ns["total"] == 2
