@@ -55,7 +55,9 @@ def test_comments_and_whitespace_do_not_change_the_key(shell: InteractiveShell) 
     assert len(shell.user_ns["runs"]) == 1
 
 
-def test_a_code_change_reruns_and_says_why(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_code_change_reruns_and_says_why(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     shell.user_ns["runs"] = []
     run(shell, "%%cache_data --ignore runs\nruns.append(1)\ny = 2")
     run(shell, "%%cache_data --ignore runs\nruns.append(1)\ny = 3")
@@ -64,7 +66,9 @@ def test_a_code_change_reruns_and_says_why(shell: InteractiveShell, capsys: pyte
     assert "recomputing: cell code changed" in capsys.readouterr().out
 
 
-def test_an_input_change_is_explained_by_name(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_input_change_is_explained_by_name(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     counted(shell)
     shell.user_ns["n"] = 5
     counted(shell)
@@ -74,7 +78,9 @@ def test_an_input_change_is_explained_by_name(shell: InteractiveShell, capsys: p
     assert "`n` changed" in out and "first run" in out
 
 
-def test_a_helper_function_change_reruns_the_cell(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_helper_function_change_reruns_the_cell(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(shell, "def helper(x):\n    return x + 1")
     shell.user_ns["runs"] = []
     cell = "%%cache_data --ignore runs\nruns.append(1)\nout = helper(1)"
@@ -117,7 +123,9 @@ def test_mutating_the_first_run_result_does_not_change_the_cache(shell: Interact
     assert shell.user_ns["result"] == [1, 1, 1]
 
 
-def test_hits_replay_output_and_the_last_value(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hits_replay_output_and_the_last_value(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     cell = "%%cache_data\nprint('working hard')\nx = 21\nx * 2"
     assert run(shell, cell) == 42
     first = capsys.readouterr().out
@@ -191,7 +199,9 @@ def test_validate_recomputes_a_broken_resource(shell: InteractiveShell, store: C
     assert store.removal_reason(store.entries()[0].key) is None
 
 
-def test_ttl_expires_entries(shell: InteractiveShell, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ttl_expires_entries(
+    shell: InteractiveShell, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert counted(shell, "--ttl 10m") == 1
     clock.advance(599)
     assert counted(shell, "--ttl 10m") == 1
