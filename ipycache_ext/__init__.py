@@ -79,6 +79,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
+    magics.close()
     for kind, table in magics.magics.items():
         for name in table:
             ipython.magics_manager.magics[kind].pop(name, None)

@@ -12,6 +12,8 @@ import ast
 import builtins
 import keyword
 import sys
+import threading
+import types
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -31,7 +33,7 @@ from ._report import PREFIX as _PREFIX
 from ._report import hit_line as _hit_line
 from ._report import render_info
 from ._serialize import SerializedValue, serialize
-from ._store import CacheStore, Kind, Lookup, get_store
+from ._store import CacheStore, Kind, Lookup, StoreEvent, get_store
 from ._ttl import parse_ttl
 
 # Inputs of these types can't be changed in place, so a miss need not re-hash them.
@@ -100,6 +102,8 @@ class CacheMagics(Magics):
         self._shell = shell  # typed, never None (Magics.shell may be None)
         self._explainer = MissExplainer()
         self._cell_id: str | None = None
+        self._resources = _ResourceIndex()
+        self._unsubscribe = self.store.subscribe(self._resources.on_event)
         super().__init__(shell=shell, parent=shell)
         self._apply_store_settings()
 
@@ -118,6 +122,10 @@ class CacheMagics(Magics):
         if self.max_entries is not None and self.max_entries <= 0:
             raise UsageError(f"CacheMagics.max_entries must be positive or None, not {self.max_entries}")
         self.store.max_entries = self.max_entries
+
+    def close(self) -> None:
+        """Stop listening to the store (the extension is being unloaded)."""
+        self._unsubscribe()
 
     def pre_run_cell(self, info: Any) -> None:
         """Remember the running cell's id (Jupyter sends one) so misses can be explained per cell."""
@@ -283,6 +291,8 @@ class CacheMagics(Magics):
             miss_reason=reason,
             inputs=digests,
         )
+        if kind == "resource" and lookup.entry is not None:
+            self._resources.add(key, lookup.value.bindings)
         if produced:  # this call ran the cell: the namespace already holds its results
             return produced[0].value
         return self._serve(lookup, kind, quiet=args.quiet)
@@ -344,10 +354,12 @@ class CacheMagics(Magics):
             current = namespace.get(name, MISSING)
             if name in bindings or current is MISSING or isinstance(current, _IMMUTABLE):
                 continue
+            if self._resources.identity(current) is not None:
+                continue  # a shared resource: its state is not the cell's result
             try:
                 changed = digest(current) != digests[name]
             except Unhashable:
-                changed = True
+                changed = False  # it was hashable before the run; it can't be stored now either
             if changed:
                 bindings[name] = current
         return CellResult(bindings, deleted, value, recorder.events)
@@ -373,6 +385,10 @@ class CacheMagics(Magics):
     def _digests(self, inputs: Mapping[str, Any]) -> dict[str, str]:
         digests: dict[str, str] = {}
         for name, value in inputs.items():
+            shared = self._resources.identity(value)
+            if shared is not None:  # a cached resource: keyed by which one it is, not its state
+                digests[name] = shared
+                continue
             try:
                 digests[name] = digest(value)
             except Unhashable as exc:
@@ -415,6 +431,40 @@ class CacheMagics(Magics):
 
 
 # -------------------------------------------------------------------- helpers
+class _ResourceIndex:
+    """Which live objects came from which ``%%cache_resource`` entry.
+
+    A cell that reads a cached connection or model is keyed by *which* resource it reads
+    (the resource cell's key and the variable name), not by its state, which often can't
+    be hashed at all. When the resource entry goes, so does its identity.
+    """
+
+    _SKIP = (*_IMMUTABLE, tuple, types.ModuleType, types.FunctionType)
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[str, str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, bindings: Mapping[str, Any]) -> None:
+        with self._lock:
+            for name, obj in bindings.items():
+                if not isinstance(obj, self._SKIP):
+                    self._by_id[id(obj)] = (key, name, obj)
+
+    def identity(self, value: Any) -> str | None:
+        with self._lock:
+            found = self._by_id.get(id(value))
+        if found is None or found[2] is not value:
+            return None
+        return combine([("resource", found[0]), ("name", found[1])])
+
+    def on_event(self, event: StoreEvent) -> None:
+        if event.action == "removed" and event.kind == "resource":
+            with self._lock:
+                for ident in [i for i, (key, _, _) in self._by_id.items() if key == event.key]:
+                    del self._by_id[ident]
+
+
 class _UserCodeError(Exception):
     """Carries an exception raised by the cell's own code through the store and back out."""
 

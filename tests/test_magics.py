@@ -370,3 +370,22 @@ def test_a_name_deleted_by_the_cell_is_deleted_on_a_hit(shell: InteractiveShell)
     run(shell, cell)
     assert "scratch" not in shell.user_ns
     assert shell.user_ns["total"] == 2
+
+
+def test_a_cell_reading_a_cached_resource_is_keyed_by_that_resource(shell: InteractiveShell) -> None:
+    resource = "%%cache_resource\nimport sqlite3\nconn = sqlite3.connect(':memory:', check_same_thread=False)"
+    run(shell, resource)
+    shell.user_ns["runs"] = []
+    query = "%%cache_data --ignore runs\nruns.append(1)\nrows = conn.execute('select 1 + 1').fetchall()"
+    run(shell, query)  # conn can't be hashed by content; it is keyed as "the resource of that cell"
+    run(shell, query)
+    assert shell.user_ns["rows"] == [(2,)]
+    assert len(shell.user_ns["runs"]) == 1
+    run(shell, "%cache_clear --resource")
+    run(shell, resource)  # the same resource cell again: same identity, so restarts keep query hits
+    run(shell, query)
+    assert len(shell.user_ns["runs"]) == 1
+    other = resource.replace("':memory:'", "'file::memory:?cache=shared'")
+    run(shell, other)  # another database: cells reading it compute again
+    run(shell, query)
+    assert len(shell.user_ns["runs"]) == 2
