@@ -2,19 +2,32 @@
 
 Results are pickled with cloudpickle (so functions and classes defined in the notebook
 travel by value) using pickle protocol 5 with out-of-band buffers: the large blocks of
-numpy arrays and pandas frames are kept as separate buffers instead of being copied into
-one big byte string. ``load`` hands each buffer to ``pickle.loads`` as a fresh writable
-``bytearray``, so every caller gets objects that share no memory with the store or with
-each other.
+numpy arrays, pandas frames and Arrow columns are kept apart from the pickle stream.
+
+Where the OS allows (Linux ``memfd_create``), the large buffers of an entry live in one
+anonymous memory file, each starting on a page boundary. A hit maps each buffer with
+``mmap(..., access=ACCESS_COPY)``: a private copy-on-write view. The hit is writable and
+independent — writes go to the hit's own pages, never to the file or to other hits — yet
+nothing is copied until somebody writes, so a hit on a 1 GB frame costs milliseconds and
+k hits read in full share the same physical pages. Elsewhere, and for small buffers, each
+load copies the buffers into fresh ``bytearray`` objects.
+
+numpy pickles datetime64/timedelta64 arrays in-band; they are reduced here to their int64
+view so they travel out-of-band like any other numeric array.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import io
+import mmap
+import os
 import pickle
+import sys
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -22,37 +35,148 @@ import cloudpickle
 from ._errors import UnserializableResultError
 
 PROTOCOL = 5
+# Below this a buffer is copied on load: a mapping per small array would cost more than the copy.
+MAP_THRESHOLD = 256 * 1024
+_PAGE = mmap.PAGESIZE
 
 
-@dataclass(frozen=True, eq=False)
 class SerializedValue:
-    """A pickled value: the pickle stream plus its out-of-band buffers (owned copies)."""
+    """A pickled value: the stream, small buffers as bytes, large ones in a memory file."""
 
-    meta: bytes
-    buffers: tuple[bytes, ...]
+    def __init__(
+        self, meta: bytes, layout: list[tuple[str, int, int]], small: list[bytes], memfile: _MemFile | None
+    ):
+        self.meta = meta
+        # per out-of-band buffer: ("small", index, length) or ("mapped", offset, length)
+        self._layout = layout
+        self._small = small
+        self._memfile = memfile
 
     @property
     def nbytes(self) -> int:
-        """Bytes the store really holds for this value."""
-        return len(self.meta) + sum(len(b) for b in self.buffers)
+        """Bytes the store really holds for this value (the memory file counts its page padding)."""
+        return (
+            len(self.meta) + sum(len(b) for b in self._small) + (self._memfile.size if self._memfile else 0)
+        )
+
+    @property
+    def mapped(self) -> bool:
+        """True when loads are copy-on-write mappings rather than copies."""
+        return self._memfile is not None
 
     def load(self) -> Any:
-        """Return a fresh, independent copy of the value."""
-        buffers = [bytearray(b) for b in self.buffers]
+        """Return a fresh, independent, writable copy of the value."""
+        buffers: list[Any] = []
+        for where, first, length in self._layout:
+            if where == "small":
+                buffers.append(bytearray(self._small[first]))
+            elif length == 0:
+                buffers.append(bytearray())
+            else:
+                assert self._memfile is not None
+                buffers.append(self._memfile.private_view(first, length))
         with _gc_paused():
             return pickle.loads(self.meta, buffers=buffers)
 
 
-def serialize(value: Any, what: str = "the result") -> SerializedValue:
-    """Pickle ``value``; raise UnserializableResultError naming ``what`` if it can't be."""
-    buffers: list[bytes] = []
+class _MemFile:
+    """An anonymous memory file holding an entry's large buffers; closed when dropped."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC)
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+        os.ftruncate(self.fd, size)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        view = data.cast("B")
+        written = 0
+        while written < view.nbytes:  # pwrite may write less than asked
+            written += os.pwrite(self.fd, view[written:], offset + written)
+
+    def private_view(self, offset: int, length: int) -> memoryview:
+        """A private (MAP_PRIVATE) writable mapping of one buffer, unmapped when unreferenced.
+
+        Through libc rather than ``mmap.mmap``, which dup()s the descriptor for every
+        mapping: a kernel holding a few hundred hits would run out of file descriptors.
+        """
+        assert _libc is not None
+        address = _libc.mmap(
+            None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, self.fd, offset
+        )
+        if address is None or address == _MAP_FAILED:
+            error = ctypes.get_errno()
+            raise OSError(error, f"mmap of a cached buffer failed: {os.strerror(error)}")
+        memory = (ctypes.c_char * length).from_address(address)
+        unmap = weakref.finalize(memory, _libc.munmap, address, length)
+        unmap.atexit = False  # at exit the OS unmaps; a late reader must not find it gone
+        return memoryview(memory).cast("B")
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _load_libc() -> Any:
+    if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int64,
+        )
+        libc.munmap.restype = ctypes.c_int
+        libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _load_libc()
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _memfd_available() -> bool:
+    return _libc is not None
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, plus datetime64/timedelta64 arrays reduced to int64 so they go out-of-band."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        np = sys.modules.get("numpy")
+        if (
+            np is not None
+            and type(obj) is np.ndarray
+            and obj.dtype.kind in "mM"
+            and obj.dtype.byteorder in "=<|"
+        ):
+            return _rebuild_time_array, (obj.view(np.int64), obj.dtype.str)
+        return super().reducer_override(obj)
+
+
+def _rebuild_time_array(ints: Any, dtype: str) -> Any:
+    return ints.view(dtype)
+
+
+def serialize(value: Any, what: str = "the result", *, use_mapping: bool | None = None) -> SerializedValue:
+    """Pickle ``value``; raise UnserializableResultError naming ``what`` if it can't be.
+
+    ``use_mapping`` forces the copy-on-write path on or off (default: where available).
+    """
+    views: list[memoryview] = []
+    stream = io.BytesIO()
 
     def keep(buffer: pickle.PickleBuffer) -> None:
-        # Copy now: the buffer is a view of the caller's object, which they may mutate later.
-        buffers.append(bytes(buffer.raw()))
+        views.append(buffer.raw())
 
     try:
-        meta = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=keep)
+        _Pickler(stream, protocol=PROTOCOL, buffer_callback=keep).dump(value)
     except Exception as exc:  # pickling raises anything: TypeError, PicklingError, ...
         raise UnserializableResultError(
             what,
@@ -60,7 +184,30 @@ def serialize(value: Any, what: str = "the result") -> SerializedValue:
             "Cache objects that can't be pickled (connections, models, locks) with "
             "%%cache_resource or @cache_resource, or name only the variables to keep.",
         ) from exc
-    return SerializedValue(meta, tuple(buffers))
+    mapping = _memfd_available() if use_mapping is None else use_mapping and _memfd_available()
+    return _pack(stream.getvalue(), views, mapping)
+
+
+def _pack(meta: bytes, views: list[memoryview], mapping: bool) -> SerializedValue:
+    """Copy the buffers out of the caller's objects (they may be mutated later)."""
+    layout: list[tuple[str, int, int]] = []
+    small: list[bytes] = []
+    large: list[tuple[int, memoryview]] = []
+    offset = 0
+    for view in views:
+        if mapping and view.nbytes >= MAP_THRESHOLD:
+            layout.append(("mapped", offset, view.nbytes))
+            large.append((offset, view))
+            offset += -(-view.nbytes // _PAGE) * _PAGE
+        else:
+            layout.append(("small", len(small), view.nbytes))
+            small.append(bytes(view))
+    memfile = None
+    if large:
+        memfile = _MemFile(offset)
+        for start, view in large:
+            memfile.write(start, view)
+    return SerializedValue(meta, layout, small, memfile)
 
 
 @contextmanager
