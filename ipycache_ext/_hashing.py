@@ -390,12 +390,24 @@ class _Walker:
         self._text(array.dtype.str if array.dtype.fields is None else repr(array.dtype.descr))
         self.walk(tuple(int(n) for n in array.shape))
         if array.dtype.hasobject:
-            for item in array.ravel(order="C").tolist():
-                self.walk(item)
+            items = array.ravel(order="C").tolist()
+            if all(type(item) is str for item in items):
+                self._strings(items)
+            else:
+                for item in items:
+                    self.walk(item)
             return
         np = sys.modules["numpy"]
         contiguous = np.ascontiguousarray(array)
         self._blob(memoryview(contiguous.reshape(-1).view(np.uint8)))
+
+    def _strings(self, items: list[str]) -> None:
+        """Many strings at once: their concatenation plus every length, so the split is unique."""
+        np = sys.modules["numpy"]
+        self._tag(b"strings")
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        self._blob(memoryview(lengths).cast("B"))
+        self._blob("".join(items).encode("utf-8", "surrogatepass"))
 
     def _array(self, array: Any) -> None:
         """The values of a pandas column or index, by their physical layout."""
@@ -423,15 +435,23 @@ class _Walker:
         self._pickled(array)
 
     def _arrow(self, chunked: Any) -> None:
-        """Arrow columns through the IPC encoding, which writes exactly the sliced range."""
-        import pyarrow as pa
+        """Arrow columns by their buffers, hashed in place, with each chunk's offset and length.
 
+        Slices share their parent's buffers, so the offset and length are what tell two
+        slices of one buffer apart; the whole buffer is hashed, never a sample of it.
+        """
         self._tag(b"arrow")
         self._text(str(chunked.type))
-        self._h.update(_U64.pack(len(chunked)))
+        self._h.update(_U64.pack(chunked.num_chunks))
         for chunk in chunked.chunks:
-            batch = pa.RecordBatch.from_arrays([chunk], names=["v"])
-            self._blob(memoryview(batch.serialize()))
+            self._h.update(struct.pack("<3Q", len(chunk), chunk.offset, chunk.null_count))
+            buffers = chunk.buffers()
+            self._h.update(_U64.pack(len(buffers)))
+            for buffer in buffers:
+                if buffer is None:
+                    self._tag(b"nobuf")
+                else:
+                    self._blob(memoryview(buffer))
 
     def _pickled(self, value: Any) -> None:
         cls = type(value)

@@ -202,3 +202,16 @@ def test_unhashable_values_say_which_type() -> None:
 
 def test_missing_is_its_own_value() -> None:
     assert digest(MISSING) != digest(None)
+
+
+@pytest.mark.parametrize("row", [0, 4_999_999, 9_999_999])
+def test_one_changed_cell_in_a_ten_million_row_frame_changes_the_key(row: int) -> None:
+    frame = pd.DataFrame({"a": np.zeros(10_000_000), "b": np.arange(10_000_000)})
+    base = digest(frame)
+    frame.iloc[row, 1] = -1
+    assert digest(frame) != base
+
+
+def test_object_strings_are_split_unambiguously() -> None:
+    assert digest(np.array(["ab", "c"], dtype=object)) != digest(np.array(["a", "bc"], dtype=object))
+    assert digest(np.array(["a\x00", "b"], dtype=object)) != digest(np.array(["a", "\x00b"], dtype=object))
