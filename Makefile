@@ -22,7 +22,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check ipycache_ext tests scripts benchmarks
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test  ## peers (streamlit, joblib) are installed for the benchmark only
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 $(BIN)/python:

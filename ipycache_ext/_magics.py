@@ -14,7 +14,9 @@ import keyword
 import sys
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -102,6 +104,7 @@ class CacheMagics(Magics):
         self._shell = shell  # typed, never None (Magics.shell may be None)
         self._explainer = MissExplainer()
         self._cell_id: str | None = None
+        self._prepared: OrderedDict[tuple[str, str, str], _PreparedCell] = OrderedDict()
         self._resources = _ResourceIndex()
         self._unsubscribe = self.store.subscribe(self._resources.on_event)
         super().__init__(shell=shell, parent=shell)
@@ -143,7 +146,7 @@ class CacheMagics(Magics):
         so mutating them later never changes the cache.
         """
         __tracebackhide__ = True
-        return self._run_magic("data", parse_argstring(self.cache_data, line), cell)
+        return self._run_magic("data", line, cell)
 
     @magic_arguments()
     @argument(
@@ -159,7 +162,7 @@ class CacheMagics(Magics):
         For things that can't or shouldn't be copied: database connections, models, clients.
         """
         __tracebackhide__ = True
-        return self._run_magic("resource", parse_argstring(self.cache_resource, line), cell)
+        return self._run_magic("resource", line, cell)
 
     # ---------------------------------------------------------------- line magics
     @magic_arguments()
@@ -204,11 +207,11 @@ class CacheMagics(Magics):
         return CachePanel(self.store)
 
     # ---------------------------------------------------------------- the work
-    def _run_magic(self, kind: Kind, args: Any, cell: str) -> Any:
+    def _run_magic(self, kind: Kind, line: str, cell: str) -> Any:
         """Run a cached cell; errors come out as the user's own traceback or one line."""
         __tracebackhide__ = True
         try:
-            return self._run_cell(kind, args, cell)
+            return self._run_cell(kind, self._prepare(kind, line, cell), cell)
         except _UserCodeError as failure:
             error: BaseException = failure.error.with_traceback(failure.user_traceback())
         except CacheError as exc:
@@ -216,13 +219,24 @@ class CacheMagics(Magics):
             error.__cause__ = exc
         raise error  # outside the except blocks: no "during handling..." chain of ours
 
-    def _run_cell(self, kind: Kind, args: Any, cell: str) -> Any:
-        __tracebackhide__ = True
-        ttl = self._ttl(args.ttl)
+    def _prepare(self, kind: Kind, line: str, cell: str) -> _PreparedCell:
+        """Parse the magic line and analyze the cell, once per distinct text.
+
+        A hit should cost little more than hashing the inputs, and tokenizing, parsing and
+        analyzing the same text again is most of the rest, so the result is remembered.
+        """
+        memo_key = (kind, line, cell)
+        prepared = self._prepared.get(memo_key)
+        if prepared is not None:
+            self._prepared.move_to_end(memo_key)
+            return prepared
+        magic = self.cache_data if kind == "data" else self.cache_resource
+        args = parse_argstring(magic, line)
         if args.max_entries is not None and args.max_entries <= 0:
             raise UsageError(f"--max-entries must be a positive integer, not {args.max_entries}")
-        names = _check_names(args.names, "NAME")
-        ignore = set(_check_names(args.ignore, "--ignore"))
+        names = tuple(_check_names(args.names, "NAME"))
+        ignore = frozenset(_check_names(args.ignore, "--ignore"))
+        self._ttl(args.ttl)  # a bad TTL fails now, before anything runs
         source = self._shell.transform_cell(cell)
         tree = self._shell.transform_ast(self._shell.compile.ast_parse(source))
         if _has_top_level_await(tree):
@@ -230,10 +244,29 @@ class CacheMagics(Magics):
                 "top-level await can't be cached in a cell: put it in an async function and "
                 "cache that with @ipycache_ext.cache_data"
             )
-        analysis = analyze_tree(tree)
+        validate = self._validator(args.validate) if kind == "resource" and args.validate else None
+        prepared = _PreparedCell(
+            args=args,
+            names=names,
+            ignore=ignore,
+            source=source,
+            analysis=analyze_tree(tree),
+            label=_label(cell),
+            options=combine([("names", "\x00".join(names))]),
+            validate=validate,
+        )
+        self._prepared[memo_key] = prepared
+        while len(self._prepared) > _PREPARED_MEMORY:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _run_cell(self, kind: Kind, prepared: _PreparedCell, cell: str) -> Any:
+        __tracebackhide__ = True
+        args, names, ignore, analysis = prepared.args, prepared.names, prepared.ignore, prepared.analysis
+        ttl = self._ttl(args.ttl)
+        options, label, source = prepared.options, prepared.label, prepared.source
         inputs = self._input_values(analysis, ignore)
         digests = self._digests(inputs)
-        options = combine([("names", "\x00".join(names))])
         key = combine(
             [
                 ("kind", kind),
@@ -242,7 +275,6 @@ class CacheMagics(Magics):
                 *((f"input:{n}", digests[n]) for n in sorted(digests)),
             ]
         )
-        label = _label(cell)
         record = KeyRecord(key, analysis.code_digest, digests, options)
         previous = self._explainer.remember(self._cell_id or label, record)
         reason: str | None = None
@@ -259,6 +291,9 @@ class CacheMagics(Magics):
 
         def create() -> tuple[Any, int | None]:
             __tracebackhide__ = True
+            tree = self._shell.transform_ast(
+                self._shell.compile.ast_parse(source)
+            )  # fresh: _execute edits it
             result = self._execute(
                 tree=tree,
                 source=source,
@@ -273,9 +308,7 @@ class CacheMagics(Magics):
             payload = _serialize_result(result)
             return payload, payload.nbytes
 
-        validate = None
-        if kind == "resource" and args.validate:
-            validate = self._validator(args.validate)
+        validate = prepared.validate
         group = combine([("kind", kind), ("code", analysis.code_digest), ("options", options)])
         lookup = self.store.get_or_create(
             key,
@@ -364,7 +397,7 @@ class CacheMagics(Magics):
                 bindings[name] = current
         return CellResult(bindings, deleted, value, recorder.events)
 
-    def _input_values(self, analysis: CellAnalysis, ignore: set[str]) -> dict[str, Any]:
+    def _input_values(self, analysis: CellAnalysis, ignore: frozenset[str]) -> dict[str, Any]:
         namespace = self._shell.user_ns
         hidden = self._shell.user_ns_hidden
         values: dict[str, Any] = {}
@@ -431,6 +464,23 @@ class CacheMagics(Magics):
 
 
 # -------------------------------------------------------------------- helpers
+_PREPARED_MEMORY = 256  # distinct cell texts whose analysis is remembered
+
+
+@dataclass(frozen=True)
+class _PreparedCell:
+    """A cell magic's parsed line and analyzed code: everything that depends on text alone."""
+
+    args: Any
+    names: tuple[str, ...]
+    ignore: frozenset[str]
+    source: str
+    analysis: CellAnalysis
+    label: str
+    options: str
+    validate: Callable[[CellResult], Any] | None
+
+
 class _ResourceIndex:
     """Which live objects came from which ``%%cache_resource`` entry.
 

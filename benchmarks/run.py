@@ -1,0 +1,256 @@
+"""Hit cost, key cost and memory of ipycache_ext against Streamlit, joblib.Memory and np.copy.
+
+Everything is measured back-to-back in one process on the same data, and reported as
+medians and ratios (these machines are noisy; absolute times drift, ratios much less).
+
+    python benchmarks/run.py                       # 10 MB, 100 MB, 1 GB (object-heavy data ≤ 100 MB)
+    python benchmarks/run.py --sizes 10MB 100MB    # a quicker run
+    python benchmarks/run.py --kinds numeric
+
+Streamlit and joblib are optional: `pip install -e '.[bench]'` (or `make bench`) installs
+them; a peer that is missing is reported as such and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datasets import KINDS, build  # noqa: E402  (benchmarks/ is not a package)
+
+SIZES = {"10MB": 10_000_000, "100MB": 100_000_000, "1GB": 1_000_000_000}
+OBJECT_HEAVY = {"object_str", "dicts"}  # building and pickling 1 GB of Python objects takes minutes
+
+
+def median_seconds(action: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``action``; whatever it returns is freed outside the timing."""
+    times = []
+    for _ in range(repeats):
+        reset = getattr(action, "reset", None)
+        if reset is not None:
+            reset()
+        gc.collect()
+        started = time.perf_counter()
+        result = action()
+        times.append(time.perf_counter() - started)
+        del result
+    return statistics.median(times)
+
+
+def used_memory() -> int:
+    """Bytes in use machine-wide (MemTotal - MemAvailable): counts shared pages once."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) * 1024
+
+
+def touch(value: Any) -> None:
+    """Read a hit in full, as a user computing on it would (pages become resident)."""
+    if isinstance(value, pd.DataFrame):
+        for _, column in value.items():
+            if column.dtype.kind in "if":
+                float(np.asarray(column).sum())
+            else:
+                len(column.astype(str).str.len())
+    elif isinstance(value, list):
+        sum(len(d) for d in value)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+# ---------------------------------------------------------------- contenders
+def ours_cell(kind: str, nbytes: int) -> Callable[[], Any]:
+    """A whole `%%cache_data` run_cell hit in a real InteractiveShell."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import ipycache_ext
+
+    shell = InteractiveShell.instance()
+    ipycache_ext.load_ipython_extension(shell)
+    shell.user_ns.update(build=build, kind=kind, nbytes=nbytes)
+    cell = "%%cache_data --quiet\nresult = build(kind, nbytes)"
+    with quiet():
+        shell.run_cell(cell)  # the miss
+
+    def hit() -> Any:
+        with quiet():
+            shell.run_cell(cell)
+        return shell.user_ns["result"]
+
+    def reset() -> None:  # free the previous hit outside the timing, as the others do
+        shell.user_ns.pop("result", None)
+        shell.user_ns.get("Out", {}).clear()
+
+    hit.reset = reset  # type: ignore[attr-defined]
+    return hit
+
+
+def streamlit_hit(kind: str, nbytes: int) -> Callable[[], Any] | None:
+    try:
+        import streamlit as st
+    except ImportError:
+        return None
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+
+    @st.cache_data(show_spinner=False)
+    def cached(kind: str, nbytes: int) -> Any:
+        return build(kind, nbytes)
+
+    with quiet():
+        cached(kind, nbytes)
+    return lambda: cached(kind, nbytes)
+
+
+def joblib_hit(kind: str, nbytes: int, folder: str) -> Callable[[], Any] | None:
+    try:
+        import joblib
+    except ImportError:
+        return None
+    cached = joblib.Memory(folder, verbose=0).cache(build)
+    cached(kind, nbytes)
+    return lambda: cached(kind, nbytes)
+
+
+def copy_floor(nbytes: int) -> Callable[[], Any]:
+    source = np.ones(nbytes, dtype=np.uint8)
+    return lambda: np.copy(source)
+
+
+# ---------------------------------------------------------------- sections
+def hit_table(kinds: list[str], sizes: list[str], repeats: int) -> None:
+    print("\n## Hit time (median of", repeats, "runs) and ratio to a fresh np.copy of the same bytes")
+    header = f"{'data':<22}{'np.copy':>10}{'ours':>10}{'streamlit':>11}{'joblib':>10}"
+    print(header + f"{'copy/ours':>11}{'st/ours':>9}{'jl/ours':>9}")
+    for size in sizes:
+        for kind in kinds:
+            nbytes = SIZES[size]
+            if kind in OBJECT_HEAVY and nbytes > 100_000_000:
+                print(f"{kind + ' ' + size:<22} (skipped: object-heavy data is measured up to 100MB)")
+                continue
+            floor = median_seconds(copy_floor(nbytes), repeats)
+            ours = median_seconds(ours_cell(kind, nbytes), repeats)
+            st_hit = streamlit_hit(kind, nbytes)
+            st_time = median_seconds(st_hit, repeats) if st_hit else float("nan")
+            with tempfile.TemporaryDirectory() as folder:
+                jl_hit = joblib_hit(kind, nbytes, folder)
+                jl_time = median_seconds(jl_hit, repeats) if jl_hit else float("nan")
+            print(
+                f"{kind + ' ' + size:<22}{floor * 1e3:>8.1f}ms{ours * 1e3:>8.1f}ms{st_time * 1e3:>9.1f}ms"
+                f"{jl_time * 1e3:>8.1f}ms{floor / ours:>10.1f}×{st_time / ours:>8.1f}×{jl_time / ours:>8.1f}×"
+            )
+            from ipycache_ext import get_store
+
+            get_store().clear()
+            gc.collect()
+
+
+def memory_section(repeats: int) -> None:
+    from ipycache_ext import get_store
+
+    print("\n## Memory: 5 hits of a 1 GB numeric frame, each read in full")
+    get_store().clear()
+    gc.collect()
+    base = used_memory()
+    hit = ours_cell("numeric", 1_000_000_000)
+    stored = used_memory() - base
+    hits = []
+    for _ in range(5):
+        hits.append(hit())
+        touch(hits[-1])
+    after = used_memory() - base
+    entry_size = sum(e.size or 0 for e in get_store().entries())
+    print(f"store holds {entry_size / 1e9:.3f} GB for 1.000 GB of data ({entry_size / 1e9:.3f}×)")
+    print(f"memory after the miss (entry + namespace result): {stored / 1e9:.2f} GB")
+    print(
+        f"memory after 5 hits read in full: {after / 1e9:.2f} GB in total (target ≤ 1.2 GB beyond the store)"
+    )
+    hits.clear()
+    get_store().clear()
+
+
+def hashing_section(repeats: int) -> None:
+    from ipycache_ext._hashing import digest
+
+    print("\n## Key cost: hashing a 1 GB input in full (median)")
+    for kind in ("numeric", "arrow_str"):
+        frame = build(kind, 1_000_000_000)
+        nbytes = int(frame.memory_usage(deep=kind != "arrow_str", index=True).sum())
+        seconds = median_seconds(lambda frame=frame: digest(frame), repeats)
+        line = f"{kind:<10} ipycache_ext {seconds:.3f}s = {nbytes / seconds / 1e9:.1f} GB/s"
+        if kind == "numeric":
+            pandas_hash = median_seconds(lambda frame=frame: pd.util.hash_pandas_object(frame).sum(), 1)
+            line += f"; pandas.util.hash_pandas_object {pandas_hash:.3f}s"
+        print(line)
+        del frame
+        gc.collect()
+
+
+def small_cell_section(repeats: int) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import ipycache_ext
+
+    shell = InteractiveShell.instance()
+    ipycache_ext.load_ipython_extension(shell)
+    shell.register_magic_function(lambda line, cell: None, "cell", "noop")
+
+    shell.user_ns.update(a=1, b="two", c=[3.0])
+    cached = "%%cache_data --quiet\ny = (a, b, c)"
+    with quiet():
+        shell.run_cell(cached)
+
+    def many(cell: str) -> Callable[[], None]:
+        def run() -> None:
+            with quiet():
+                for _ in range(200):
+                    shell.run_cell(cell)
+
+        return run
+
+    ours = median_seconds(many(cached), repeats) / 200
+    base = median_seconds(many("%%noop\ny = (a, b, c)"), repeats) / 200
+    print("\n## Small cell: a hit with three small inputs, whole run_cell")
+    print(
+        f"no-op cell magic {base * 1e6:.0f} µs; %%cache_data hit {ours * 1e6:.0f} µs; ratio {ours / base:.2f}×"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["hits", "memory", "hashing", "small"])
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    if "small" not in args.skip:
+        small_cell_section(args.repeats)
+    if "hashing" not in args.skip and "1GB" in args.sizes:
+        hashing_section(args.repeats)
+    if "hits" not in args.skip:
+        hit_table(args.kinds, args.sizes, args.repeats)
+    if "memory" not in args.skip and "1GB" in args.sizes:
+        memory_section(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
