@@ -64,6 +64,24 @@ class SerializedValue:
         """True when loads are copy-on-write mappings rather than copies."""
         return self._memfile is not None
 
+    def parts(self) -> tuple[bytes, list[memoryview]]:
+        """The pickle stream and read-only views of its buffers, in order (to write them out)."""
+        views: list[memoryview] = []
+        for where, first, length in self._layout:
+            if where == "small":
+                views.append(memoryview(self._small[first]))
+            elif length == 0:
+                views.append(memoryview(b""))
+            else:
+                assert self._memfile is not None
+                views.append(self._memfile.private_view(first, length).toreadonly())
+        return self.meta, views
+
+    @classmethod
+    def from_parts(cls, meta: bytes, buffers: list[memoryview]) -> SerializedValue:
+        """The inverse of ``parts``: buffers are copied, so the caller's memory can go."""
+        return _pack(meta, buffers, _memfd_available())
+
     def load(self) -> Any:
         """Return a fresh, independent, writable copy of the value."""
         buffers: list[Any] = []

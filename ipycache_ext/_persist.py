@@ -1,0 +1,352 @@
+"""Disk persistence that survives kernel restarts and can't be turned against the user.
+
+Two layers:
+
+- a ``Backend`` keeps *signed* entries and their metadata by key (``put``, ``get``,
+  ``delete``, ``list``, ``touch``). ``FileBackend`` is one file per entry in a per-user
+  directory; a shared backend (Redis for a team's JupyterHub) implements the same five
+  methods and nothing else changes.
+- ``DiskCache`` signs, verifies, expires and budgets. Every entry is
+  ``MAGIC | format version | header length | header (JSON) | payload | HMAC-SHA256``; the
+  HMAC covers everything before it and is keyed with a per-user secret created on first
+  use with owner-only permissions. An entry whose signature does not verify (tampered,
+  truncated, written by someone else, another key) is **never unpickled**: it is a miss,
+  one warning line, and it is deleted. An entry of another format version is a miss.
+
+Writes go to a temporary file in the same directory, are fsync'ed and then
+``os.replace``d into place, so a writer killed at any moment leaves the old entry or the
+new one, never half of one; concurrent writers of one key leave one valid entry.
+A full disk or a read-only directory costs one warning; the value stays cached in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ._serialize import SerializedValue
+
+FORMAT_VERSION = 1
+MAGIC = b"IPYCACHE"
+_PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
+_MAC_SIZE = 32
+ENV_CACHE_DIR = "IPYCACHE_EXT_CACHE_DIR"
+DEFAULT_DISK_BUDGET = 10 * 1024**3
+
+
+def default_cache_dir() -> Path:
+    """``$IPYCACHE_EXT_CACHE_DIR``, else ``$XDG_CACHE_HOME/ipycache_ext``, else ``~/.cache/ipycache_ext``."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ipycache_ext"
+
+
+@dataclass(frozen=True)
+class DiskRecord:
+    """What is known of a persisted entry without unpickling it."""
+
+    key: str
+    kind: str
+    label: str
+    names: tuple[str, ...]
+    created: float
+    expires: float | None
+    compute_seconds: float
+    size: int = 0
+    layout: tuple[int, ...] = field(default=())  # length of the pickle stream, then each buffer
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DiskRecord:
+        raw = json.loads(data)
+        raw["names"] = tuple(raw["names"])
+        raw["layout"] = tuple(raw["layout"])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A backend's listing row: key, bytes on disk, last use (for LRU), and its record."""
+
+    key: str
+    nbytes: int
+    last_used: float
+    record: DiskRecord | None  # None when the header can't be read (another version, damage)
+
+
+class Backend(Protocol):
+    """Where signed entries live. Implementations never unpickle and never verify."""
+
+    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
+        """Store the signed entry atomically (a reader sees the old one or the new one)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The whole signed entry, or None."""
+
+    def delete(self, key: str) -> None:
+        """Remove the entry if it is there."""
+
+    def list(self) -> list[StoredEntry]:
+        """Every entry with its size, last use and (unverified) record."""
+
+    def touch(self, key: str) -> None:
+        """Mark the entry as used now (for least-recently-used eviction)."""
+
+
+class FileBackend:
+    """One file per entry in a directory only the user can read or write."""
+
+    SUFFIX = ".entry"
+
+    def __init__(self, directory: Path, *, stale_after: float = 600.0) -> None:
+        self.directory = directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # not ours to change (e.g. a shared mount): leave it
+            os.chmod(directory, 0o700)
+        self._remove_stale_temporaries(stale_after)
+
+    def _remove_stale_temporaries(self, older_than: float) -> None:
+        """A writer killed mid-write leaves its temporary file behind; nobody else will."""
+        cutoff = time.time() - older_than
+        for path in self.directory.glob(f".tmp-*{self.SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime <= cutoff:
+                    path.unlink()
+
+    def _path(self, key: str) -> Path:
+        if not key.isalnum():
+            raise ValueError(f"cache keys are hex digests, not {key!r}")
+        return self.directory / f"{key}{self.SUFFIX}"
+
+    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
+        fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=self.SUFFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self._path(key))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            directory_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory_fd)
+            finally:
+                os.close(directory_fd)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self._path(key))
+
+    def list(self) -> list[StoredEntry]:
+        found = []
+        for path in self.directory.glob(f"*{self.SUFFIX}"):
+            if path.name.startswith(".tmp-"):
+                continue
+            try:
+                stat = path.stat()
+                with path.open("rb") as handle:
+                    record = _read_record(handle.read(64 * 1024))
+            except OSError:
+                continue
+            found.append(StoredEntry(path.name[: -len(self.SUFFIX)], stat.st_size, stat.st_mtime, record))
+        return found
+
+
+def _read_record(head: bytes) -> DiskRecord | None:
+    """The header of an entry (unverified: for listing only, never for loading)."""
+    if len(head) < _PREFIX.size:
+        return None
+    magic, version, header_length = _PREFIX.unpack_from(head)
+    if magic != MAGIC or version != FORMAT_VERSION or len(head) < _PREFIX.size + header_length:
+        return None
+    try:
+        return DiskRecord.from_json(head[_PREFIX.size : _PREFIX.size + header_length])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The per-user signing key: 32 random bytes in an owner-only file, made on first use."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+    stat = path.stat()
+    if stat.st_uid != os.getuid() or stat.st_mode & 0o077:
+        raise PermissionError(
+            f"the signing key {path} must belong to you and be readable by you only "
+            f"(chmod 600 {path}); persistence is off until then"
+        )
+    key = path.read_bytes()
+    if len(key) < 32:  # a crash between create and write: make a new one
+        path.unlink()
+        return load_or_create_key(path)
+    return key
+
+
+class DiskCache:
+    """Signed, versioned, TTL-aware, budgeted persistence of serialized values."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        secret: bytes,
+        *,
+        budget: int = DEFAULT_DISK_BUDGET,
+        timer: Any = time.time,
+    ) -> None:
+        self.backend = backend
+        self._secret = secret
+        self.budget = budget
+        self._timer = timer
+
+    @classmethod
+    def in_directory(cls, directory: Path | None = None, *, budget: int = DEFAULT_DISK_BUDGET) -> DiskCache:
+        """The file-backed cache in ``directory`` (default: the per-user cache directory)."""
+        directory = default_cache_dir() if directory is None else directory
+        return cls(FileBackend(directory), load_or_create_key(directory / "secret.key"), budget=budget)
+
+    # writing
+    def save(self, value: SerializedValue, record: DiskRecord) -> bool:
+        """Persist ``value``; False (with one warning) when the disk can't take it."""
+        meta, buffers = value.parts()
+        layout = (len(meta), *(b.nbytes for b in buffers))
+        record = DiskRecord(**{**asdict(record), "layout": layout, "size": sum(layout)})
+        header = record.to_json()
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
+
+        def signed() -> Iterator[bytes | memoryview]:
+            chunks: list[bytes | memoryview] = [
+                _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)),
+                header,
+                meta,
+            ]
+            for chunk in [*chunks, *buffers]:
+                mac.update(chunk)
+                yield chunk
+            yield mac.digest()
+
+        try:
+            self.backend.put(record.key, signed())
+        except OSError as exc:
+            warnings.warn(
+                f"could not persist {record.label!r} to disk ({exc.strerror or exc}); "
+                "it stays cached in memory for this kernel",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        self.enforce_budget(keep=record.key)
+        return True
+
+    # reading
+    def load(self, key: str) -> tuple[SerializedValue, DiskRecord] | None:
+        """The verified value and record, or None (missing, expired, foreign, or refused)."""
+        try:
+            blob = self.backend.get(key)
+        except OSError:
+            return None
+        if blob is None:
+            return None
+        view = memoryview(blob)
+        if len(blob) < _PREFIX.size + _MAC_SIZE:
+            self._refuse(key, "it is truncated")
+            return None
+        magic, version, header_length = _PREFIX.unpack_from(blob)
+        if magic != MAGIC:
+            self._refuse(key, "it is not an ipycache_ext entry")
+            return None
+        if version != FORMAT_VERSION:
+            return None  # another version's entry: a miss, and it is replaced on save
+        expected = hmac.new(self._secret, view[:-_MAC_SIZE], hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, view[-_MAC_SIZE:]):
+            self._refuse(key, "its signature does not match this user's key")
+            return None
+        start = _PREFIX.size + header_length
+        record = DiskRecord.from_json(bytes(view[_PREFIX.size : start]))
+        if record.key != key:
+            self._refuse(key, "it was stored under another key")
+            return None
+        if record.expires is not None and self._timer() >= record.expires:
+            self.backend.delete(key)
+            return None
+        pieces: list[memoryview] = []
+        for length in record.layout:
+            pieces.append(view[start : start + length])
+            start += length
+        value = SerializedValue.from_parts(bytes(pieces[0]), pieces[1:])
+        self.backend.touch(key)
+        return value, record
+
+    def _refuse(self, key: str, why: str) -> None:
+        """Never unpickle it: say so once, and remove it."""
+        warnings.warn(
+            f"refused the cached file for key {key[:12]}: {why}. It was not loaded and has been removed.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        with contextlib.suppress(OSError):
+            self.backend.delete(key)
+
+    # housekeeping
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self.backend.delete(key)
+
+    def clear(self) -> int:
+        entries = self.backend.list()
+        for entry in entries:
+            self.delete(entry.key)
+        return len(entries)
+
+    def entries(self) -> list[StoredEntry]:
+        return self.backend.list()
+
+    def enforce_budget(self, keep: str | None = None) -> None:
+        """Delete least recently used entries until the disk budget holds."""
+        entries = sorted(self.backend.list(), key=lambda e: e.last_used)
+        total = sum(e.nbytes for e in entries)
+        for entry in entries:
+            if total <= self.budget:
+                break
+            if entry.key == keep:
+                continue
+            self.delete(entry.key)
+            total -= entry.nbytes

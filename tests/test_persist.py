@@ -1,0 +1,232 @@
+"""Disk persistence: signed, atomic, versioned, budgeted; refused files are never unpickled."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipycache_ext._persist import (
+    FORMAT_VERSION,
+    DiskCache,
+    DiskRecord,
+    FileBackend,
+    load_or_create_key,
+)
+from ipycache_ext._serialize import serialize
+
+from .conftest import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record(key: str, *, expires: float | None = None, created: float = 1_700_000_000.0) -> DiskRecord:
+    return DiskRecord(
+        key=key,
+        kind="data",
+        label=f"cell {key}",
+        names=("x",),
+        created=created,
+        expires=expires,
+        compute_seconds=1.5,
+    )
+
+
+@pytest.fixture
+def disk(tmp_path: Path, clock: FakeClock) -> DiskCache:
+    directory = tmp_path / "cache"
+    return DiskCache(FileBackend(directory), load_or_create_key(directory / "secret.key"), timer=clock)
+
+
+class Marker:
+    """Unpickling this creates a file: proof that a refused entry was never loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (Path(self.path), "pwned"))  # type: ignore[return-value]
+
+
+def test_round_trip_keeps_value_and_record(disk: DiskCache) -> None:
+    value = {"a": np.arange(1_000_000), "b": "text"}
+    assert disk.save(serialize(value), record("abc123"))
+    loaded = disk.load("abc123")
+    assert loaded is not None
+    stored, saved = loaded
+    result = stored.load()
+    assert result["b"] == "text" and np.array_equal(result["a"], value["a"])
+    assert (saved.label, saved.names, saved.compute_seconds) == ("cell abc123", ("x",), 1.5)
+
+
+def test_directory_and_key_are_owner_only(tmp_path: Path, disk: DiskCache) -> None:
+    directory = tmp_path / "cache"
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "secret.key").stat().st_mode & 0o777 == 0o600
+    os.chmod(directory / "secret.key", 0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        load_or_create_key(directory / "secret.key")
+
+
+def test_ttl_is_honoured_on_disk(disk: DiskCache, clock: FakeClock) -> None:
+    disk.save(serialize(1), record("k1", expires=clock.now + 60))
+    clock.advance(59)
+    assert disk.load("k1") is not None
+    clock.advance(2)
+    assert disk.load("k1") is None
+    assert disk.entries() == []  # and the expired file is gone
+
+
+def _entry_path(disk: DiskCache, key: str) -> Path:
+    return disk.backend.directory / f"{key}.entry"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign-key", "swap-key"])
+def test_tampered_files_are_refused_never_unpickled(tmp_path: Path, disk: DiskCache, damage: str) -> None:
+    marker = tmp_path / "marker"
+    evil = serialize(Marker(str(marker)))  # what an attacker would like us to load
+    assert not marker.exists()
+    if damage == "foreign-key":  # signed with somebody else's key
+        other = DiskCache(FileBackend(tmp_path / "other"), b"x" * 32)
+        other.save(evil, record("k2"))
+        _entry_path(disk, "k2").write_bytes(_entry_path(other, "k2").read_bytes())
+    else:
+        disk.save(evil, record("k2"))
+        path = _entry_path(disk, "k2")
+        data = bytearray(path.read_bytes())
+        if damage == "flip":
+            data[len(data) // 2] ^= 0x01
+        elif damage == "truncate":
+            data = data[: len(data) - 10]
+        else:  # a valid entry copied under another key
+            disk.save(serialize(1), record("k3"))
+            data = bytearray(_entry_path(disk, "k3").read_bytes())
+        path.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="refused the cached file"):
+        assert disk.load("k2") is None
+    assert not marker.exists()
+    assert not _entry_path(disk, "k2").exists()
+
+
+def test_a_raw_pickle_dropped_into_the_directory_is_refused(tmp_path: Path, disk: DiskCache) -> None:
+    marker = tmp_path / "marker"
+    _entry_path(disk, "k4").write_bytes(pickle.dumps(Marker(str(marker))))
+    with pytest.warns(RuntimeWarning, match="not an ipycache_ext entry"):
+        assert disk.load("k4") is None
+    assert not marker.exists()
+
+
+def test_another_format_version_is_a_quiet_miss(disk: DiskCache) -> None:
+    disk.save(serialize(1), record("k5"))
+    path = _entry_path(disk, "k5")
+    data = bytearray(path.read_bytes())
+    data[8:10] = (FORMAT_VERSION + 1).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    assert disk.load("k5") is None
+
+
+def test_disk_full_is_one_warning_and_no_crash(tmp_path: Path) -> None:
+    class FullDisk(FileBackend):
+        def put(self, key: str, chunks: object) -> None:
+            with open("/dev/full", "wb") as device:  # the kernel's own "no space left"
+                for chunk in chunks:  # type: ignore[attr-defined]
+                    device.write(chunk)
+                device.flush()
+
+    cache = DiskCache(FullDisk(tmp_path / "full"), b"k" * 32)
+    with pytest.warns(RuntimeWarning, match="stays cached in memory"):
+        assert cache.save(serialize(np.zeros(100_000)), record("k6")) is False
+
+
+def test_disk_budget_evicts_least_recently_used(disk: DiskCache) -> None:
+    payload = np.zeros(300_000, dtype=np.uint8)
+    disk.budget = 700_000
+    for key in ("aa", "bb"):
+        disk.save(serialize(payload), record(key))
+        time.sleep(0.02)
+    assert disk.load("aa") is not None  # aa is now the most recently used
+    time.sleep(0.02)
+    disk.save(serialize(payload), record("cc"))
+    assert sorted(e.key for e in disk.entries()) == ["aa", "cc"]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from pathlib import Path
+    from ipycache_ext._persist import DiskCache, DiskRecord, FileBackend, load_or_create_key
+    from ipycache_ext._serialize import serialize
+
+    directory = Path(sys.argv[1])
+    cache = DiskCache(FileBackend(directory), load_or_create_key(directory / "secret.key"))
+    record = DiskRecord(key="shared", kind="data", label="w", names=(), created=0.0, expires=None,
+                        compute_seconds=0.0)
+    values = [serialize(np.full(2_000_000, fill, dtype=np.uint8)) for fill in (1, 2)]
+    print("ready", flush=True)
+    i = 0
+    while True:
+        cache.save(values[i % 2], record)
+        i += 1
+    """
+)
+
+
+def _writer(directory: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(directory)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def _check_valid(cache: DiskCache) -> None:
+    loaded = cache.load("shared")
+    if loaded is not None:
+        array = loaded[0].load()
+        assert array.shape == (2_000_000,) and array[0] in (1, 2) and (array == array[0]).all()
+
+
+@pytest.mark.slow
+def test_a_writer_killed_at_random_moments_never_leaves_a_broken_entry(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    cache = DiskCache(FileBackend(directory), load_or_create_key(directory / "secret.key"))
+    rng = random.Random(1234)
+    for _ in range(12):
+        process = _writer(directory)
+        time.sleep(rng.uniform(0.0, 0.15))
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        _check_valid(cache)  # any "refused" warning would fail the test (warnings are errors)
+    assert cache.load("shared") is not None
+    FileBackend(directory, stale_after=0)  # the next kernel to open the cache sweeps what killed writers left
+    assert list(directory.glob(".tmp-*")) == []
+
+
+@pytest.mark.slow
+def test_two_processes_writing_and_reading_one_key(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    cache = DiskCache(FileBackend(directory), load_or_create_key(directory / "secret.key"))
+    writers = [_writer(directory), _writer(directory)]
+    try:
+        deadline = time.monotonic() + 2.0
+        reads = 0
+        while time.monotonic() < deadline:
+            _check_valid(cache)
+            reads += 1
+    finally:
+        for process in writers:
+            process.kill()
+            process.wait(10)
+    assert reads > 5
+    assert [e.key for e in cache.entries()] == ["shared"]
+    _check_valid(cache)
