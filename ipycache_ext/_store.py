@@ -389,6 +389,9 @@ class CacheStore:
                 now = self._timer()
                 if kind == "data" and size is not None and size > self._memory_budget:
                     lookup = Lookup(value, False, None)
+                    old = self._entries.pop(key, None)
+                    if old is not None:  # a refresh: the value it replaces is outdated, even uncached
+                        self._account_removed_locked(old, "replaced", removed)
                 else:
                     added = _Entry(
                         key=key,
@@ -441,8 +444,12 @@ class CacheStore:
         return lookup
 
     def _still_valid(self, entry: _Entry, validate: Callable[[Any], Any]) -> bool:
+        with self._lock:  # release hooks ran since the look: the entry may have left (value None)
+            if self._entries.get(entry.key) is not entry:
+                return False  # gone already: look again, nothing to validate or drop
+            value = entry.value
         try:
-            ok = bool(validate(entry.value))
+            ok = bool(validate(value))
         except Exception as exc:  # a validate hook that raises means "not valid"
             warnings.warn(
                 f"validate for {entry.label!r} raised {type(exc).__name__}: {exc}; "
@@ -563,19 +570,31 @@ class CacheStore:
         removed.append((entry, reason))
 
     def _after(self, removed: list[tuple[_Entry, str]]) -> None:
-        """Release and announce removed entries, outside the lock (hooks are user code)."""
+        """Release and announce removed entries, outside the lock (hooks are user code).
+
+        These entries have already left the store, so nobody else will ever release them: a
+        hook interrupted by Ctrl-C (or a warning turned into an error) is re-raised only
+        after the other hooks ran.
+        """
+        pending: BaseException | None = None
         for entry, reason in removed:
             if entry.kind == "resource" and entry.on_release is not None:
                 try:
-                    entry.on_release(entry.value)
-                except Exception as exc:  # one bad hook must not skip the others
-                    warnings.warn(
-                        f"on_release for {entry.label!r} raised {type(exc).__name__}: {exc}",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                    try:
+                        entry.on_release(entry.value)
+                    except Exception as exc:  # one bad hook must not skip the others
+                        warnings.warn(
+                            f"on_release for {entry.label!r} raised {type(exc).__name__}: {exc}",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                except BaseException as exc:
+                    if pending is None:
+                        pending = exc
             entry.value = None  # drop our reference now: "freed, not only hidden"
             self._emit(StoreEvent("removed", entry.key, entry.kind, reason))
+        if pending is not None:
+            raise pending
 
     # ----------------------------------------------------------------- events
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
