@@ -67,7 +67,10 @@ class Unhashable(Exception):
 def digest(value: Any, *, hash_funcs: HashFuncs | None = None) -> str:
     """The hex digest (32 characters) of ``value``'s content. Raises Unhashable."""
     walker = _Walker(hash_funcs)
-    walker.walk(value)
+    try:
+        walker.walk(value)
+    except RecursionError:
+        raise Unhashable(type(value), "it is nested deeper than Python's recursion limit") from None
     return walker.hexdigest()
 
 

@@ -177,7 +177,7 @@ class CacheMagics(Magics):
     @line_magic
     def cache_clear(self, line: str) -> None:
         """Drop cached entries: all, one kind, or the ones matching a key or label."""
-        args = parse_argstring(self.cache_clear, line)
+        args = _parse(self.cache_clear, line)
         if args.data and args.resource:
             args.data = args.resource = False
         kind: Kind | None = "data" if args.data else "resource" if args.resource else None
@@ -193,7 +193,7 @@ class CacheMagics(Magics):
     @line_magic
     def cache_info(self, line: str) -> None:
         """A table of the cached entries: label, kind, names, size, age, TTL left, hits."""
-        args = parse_argstring(self.cache_info, line)
+        args = _parse(self.cache_info, line)
         print(render_info(self.store, explain=args.explain))
 
     @line_magic
@@ -231,7 +231,7 @@ class CacheMagics(Magics):
             self._prepared.move_to_end(memo_key)
             return prepared
         magic = self.cache_data if kind == "data" else self.cache_resource
-        args = parse_argstring(magic, line)
+        args = _parse(magic, line)
         if args.max_entries is not None and args.max_entries <= 0:
             raise UsageError(f"--max-entries must be a positive integer, not {args.max_entries}")
         names = tuple(_check_names(args.names, "NAME"))
@@ -529,6 +529,30 @@ class _UserCodeError(Exception):
         while tb is not None and tb.tb_frame.f_code.co_filename != self.filename:
             tb = tb.tb_next
         return tb or self.error.__traceback__
+
+
+def _parse(magic: Callable[..., Any], line: str) -> Any:
+    """Parse a magic line; quotes group words and are removed, as in a shell.
+
+    IPython's splitter keeps the quotes (``--ttl "1 hour"`` would arrive as ``'"1 hour"'``)
+    and raises ValueError on an unclosed one; both are mended here.
+    """
+    try:
+        args = parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse {line.strip()!r}: {exc} (check the quotes)") from None
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, name, _unquote(value))
+        elif isinstance(value, list):
+            setattr(args, name, [_unquote(v) if isinstance(v, str) else v for v in value])
+    return args
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def _check_names(names: list[str], what: str) -> list[str]:

@@ -24,6 +24,7 @@ import io
 import mmap
 import os
 import pickle
+import resource
 import sys
 import weakref
 from collections.abc import Iterator
@@ -100,11 +101,19 @@ class SerializedValue:
 class _MemFile:
     """An anonymous memory file holding an entry's large buffers; closed when dropped."""
 
+    live = 0  # memory files open now: each holds a file descriptor
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC)
-        self._finalizer = weakref.finalize(self, os.close, self.fd)
+        _MemFile.live += 1
+        self._finalizer = weakref.finalize(self, _MemFile._close, self.fd)
         os.ftruncate(self.fd, size)
+
+    @staticmethod
+    def _close(fd: int) -> None:
+        _MemFile.live -= 1
+        os.close(fd)
 
     def write(self, offset: int, data: memoryview) -> None:
         view = data.cast("B")
@@ -207,13 +216,26 @@ def serialize(value: Any, what: str = "the result", *, use_mapping: bool | None 
 
 
 def _pack(meta: bytes, views: list[memoryview], mapping: bool) -> SerializedValue:
-    """Copy the buffers out of the caller's objects (they may be mutated later)."""
+    """Copy the buffers out of the caller's objects (they may be mutated later).
+
+    If the memory file can't be made or filled (no descriptors left, no shared memory
+    left), the buffers are kept as plain copies instead: slower hits, same results.
+    """
+    if mapping and _MemFile.live < _memfile_limit():
+        try:
+            return _layout(meta, views, map_large=True)
+        except OSError:
+            pass  # EMFILE, ENOSPC, ENOMEM: fall back to copies below
+    return _layout(meta, views, map_large=False)
+
+
+def _layout(meta: bytes, views: list[memoryview], *, map_large: bool) -> SerializedValue:
     layout: list[tuple[str, int, int]] = []
     small: list[bytes] = []
     large: list[tuple[int, memoryview]] = []
     offset = 0
     for view in views:
-        if mapping and view.nbytes >= MAP_THRESHOLD:
+        if map_large and view.nbytes >= MAP_THRESHOLD:
             layout.append(("mapped", offset, view.nbytes))
             large.append((offset, view))
             offset += -(-view.nbytes // _PAGE) * _PAGE
@@ -223,9 +245,22 @@ def _pack(meta: bytes, views: list[memoryview], mapping: bool) -> SerializedValu
     memfile = None
     if large:
         memfile = _MemFile(offset)
-        for start, view in large:
-            memfile.write(start, view)
+        try:
+            for start, view in large:
+                memfile.write(start, view)
+        except BaseException:
+            memfile.close()
+            raise
     return SerializedValue(meta, layout, small, memfile)
+
+
+def _memfile_limit() -> int:
+    """Use at most a quarter of the process's file descriptors for memory files."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 256
+    return 256 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
 
 
 @contextmanager

@@ -190,13 +190,18 @@ def test_resource_hits_bind_the_identical_object(shell: InteractiveShell) -> Non
 
 def test_validate_recomputes_a_broken_resource(shell: InteractiveShell, store: CacheStore) -> None:
     shell.user_ns["made"] = []
-    cell = "%%cache_resource --validate 'handle[\"ok\"]'\nhandle = {'ok': True}\nmade.append(handle)"
+    cell = (
+        "%%cache_resource --ignore made --validate 'handle[\"ok\"]'\n"
+        "handle = {'ok': True}\nmade.append(handle)"
+    )
     run(shell, cell)
     shell.user_ns["handle"]["ok"] = False  # the resource went bad
     run(shell, cell)
     assert len(shell.user_ns["made"]) == 2
     assert shell.user_ns["handle"]["ok"] is True
-    assert store.removal_reason(store.entries()[0].key) is None
+    assert len(store.entries()) == 1
+    run(shell, cell)  # valid again: a hit
+    assert len(shell.user_ns["made"]) == 2
 
 
 def test_ttl_expires_entries(
