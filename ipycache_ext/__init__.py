@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(module, __name__), name)
 
+
 # id(shell) -> its CacheMagics instance; loading twice is then harmless
 _loaded: dict[int, Any] = {}
 

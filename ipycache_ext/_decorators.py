@@ -36,6 +36,7 @@ from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, ca
 
 from ._errors import UnhashableInputError, UnserializableResultError
 from ._hashing import HashFuncs, Unhashable, _module_is_library, combine, digest, global_names
+from ._persist import ensure_persistence
 from ._serialize import SerializedValue, serialize
 from ._spinner import Spinner
 from ._store import CacheStore, Kind, Lookup, get_store
@@ -75,6 +76,7 @@ class _Options:
     validate: Callable[[Any], Any] | None
     on_release: Callable[[Any], Any] | None
     hash_funcs: HashFuncs | None
+    persist: bool = False
 
 
 class _NotCached(Exception):
@@ -119,6 +121,7 @@ class CachedFunction(Generic[P, R]):
             "max_entries": options.max_entries,
             "on_release": options.on_release,
             "validate": options.validate,
+            "persist": options.persist or None,
         }
         # Only the options that are set: every keyword passed costs on the hot path.
         self._store_options: dict[str, Any] = {k: v for k, v in every.items() if v is not None}
@@ -232,10 +235,11 @@ class CachedFunction(Generic[P, R]):
     # ------------------------------------------------------------------ computing
     def _resolve_store(self) -> CacheStore:
         # `is None`, never `or`: a store with no entries is falsy (it has a length)
-        if self.store is not None:
-            return self.store
-        store = self._decorator.store
-        return get_store() if store is None else store
+        store = self.store if self.store is not None else self._decorator.store
+        store = get_store() if store is None else store
+        if self._options.persist and store.persistence is None:
+            ensure_persistence(store)  # on first need: creates the per-user directory and key
+        return store
 
     def _create(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int | None]:
         __tracebackhide__ = True
@@ -667,14 +671,10 @@ class CacheDataDecorator(_CacheDecorator):
             self.name, ttl=ttl, max_entries=max_entries, show_spinner=show_spinner,
             hash_funcs=hash_funcs, hooks={},
         )  # fmt: skip
-        if persist is True or persist == "disk":
-            raise NotImplementedError(
-                f"cache_data(persist={persist!r}): keeping entries on disk is not available yet; "
-                "drop persist= to keep them in memory until the kernel stops."
-            )
-        if persist not in (None, False):
+        if persist not in (None, False, True, "disk"):
             raise ValueError(f"cache_data(persist=...) must be None, False, True or 'disk', not {persist!r}")
-        options = _Options("data", seconds, max_entries, show_spinner, None, None, hash_funcs)
+        on_disk = persist in (True, "disk")
+        options = _Options("data", seconds, max_entries, show_spinner, None, None, hash_funcs, on_disk)
         return self._decorate(func, options)
 
 

@@ -17,6 +17,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,7 @@ from ._capture import CellResult, OutputRecorder, replay
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._hashing import MISSING, Unhashable, combine, digest
+from ._persist import DEFAULT_DISK_BUDGET, StorePersistence, ensure_persistence
 from ._report import PREFIX as _PREFIX
 from ._report import hit_line as _hit_line
 from ._report import render_info
@@ -97,6 +99,17 @@ class CacheMagics(Magics):
         help="At most this many entries in the whole store (None: no limit).",
     )
     show_hit_line = Bool(True, config=True, help="Print one line when a cell is served from the cache.")
+    cache_dir = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Directory of persisted entries (None: $IPYCACHE_EXT_CACHE_DIR, else ~/.cache/ipycache_ext).",
+    )
+    disk_budget = Int(
+        DEFAULT_DISK_BUDGET,
+        config=True,
+        help="Bytes that persisted entries may take on disk; least recently used go first.",
+    )
 
     def __init__(self, shell: InteractiveShell, store: CacheStore | None = None) -> None:
         # Before super().__init__: loading config there already calls the observers below.
@@ -130,12 +143,27 @@ class CacheMagics(Magics):
         """Stop listening to the store (the extension is being unloaded)."""
         self._unsubscribe()
 
+    def _persistence(self) -> bool:
+        """Open the disk cache on first need (creates the directory and the signing key)."""
+        directory = Path(self.cache_dir).expanduser() if self.cache_dir else None
+        return ensure_persistence(self.store, directory, self.disk_budget)
+
+    @observe("disk_budget")
+    def _disk_budget_changed(self, change: Any) -> None:
+        if isinstance(self.store.persistence, StorePersistence):
+            self.store.persistence.disk.budget = change["new"]
+
     def pre_run_cell(self, info: Any) -> None:
         """Remember the running cell's id (Jupyter sends one) so misses can be explained per cell."""
         self._cell_id = getattr(info, "cell_id", None)
 
     # ---------------------------------------------------------------- cell magics
     @magic_arguments()
+    @argument(
+        "--persist",
+        action="store_true",
+        help="also keep the entry on disk: found again after a kernel restart (signed, TTL kept)",
+    )
     @_common_arguments
     @cell_magic
     def cache_data(self, line: str, cell: str) -> Any:
@@ -149,6 +177,7 @@ class CacheMagics(Magics):
         return self._run_magic("data", line, cell)
 
     @magic_arguments()
+    @argument("--persist", action="store_true", help="not possible: resources are not serialized")
     @argument(
         "--validate",
         metavar="EXPR",
@@ -244,6 +273,11 @@ class CacheMagics(Magics):
                 "top-level await can't be cached in a cell: put it in an async function and "
                 "cache that with @ipycache_ext.cache_data"
             )
+        if kind == "resource" and args.persist:
+            raise UsageError(
+                "%%cache_resource can't --persist: resources are kept as they are, not serialized. "
+                "Persist the data they produce with %%cache_data --persist instead."
+            )
         validate = self._validator(args.validate) if kind == "resource" and args.validate else None
         prepared = _PreparedCell(
             args=args,
@@ -323,6 +357,7 @@ class CacheMagics(Magics):
             refresh=args.refresh,
             miss_reason=reason,
             inputs=digests,
+            persist=kind == "data" and args.persist and self._persistence(),
         )
         if kind == "resource" and lookup.entry is not None:
             self._resources.add(key, lookup.value.bindings)

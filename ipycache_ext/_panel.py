@@ -65,7 +65,7 @@ def row_texts(entry: EntryInfo, now: float) -> dict[str, str]:
     ttl = entry.ttl_left(now)
     return {
         "label": entry.label,
-        "kind": entry.kind,
+        "kind": entry.kind + (" · disk" if entry.persisted else ""),
         "names": ", ".join(entry.names) or "-",
         "size": format_size(entry.size),
         "age": format_duration(now - entry.created),
@@ -81,6 +81,8 @@ def header_text(stats: CacheStats, entries: int, shown: int, matching: int) -> s
         f"{format_size(stats.memory_budget)} · {stats.hits} hits / {stats.misses} misses · "
         f"{format_duration(stats.time_saved)} saved"
     )
+    if stats.disk_budget:
+        text += f" · disk {format_size(stats.disk_bytes)} / {format_size(stats.disk_budget)}"
     if shown < matching:
         text += f" · showing {shown} of {matching}"
     if matching < entries:

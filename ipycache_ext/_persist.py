@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._serialize import SerializedValue
+from ._store import CacheStore, EntryInfo, Restored
 
 FORMAT_VERSION = 1
 MAGIC = b"IPYCACHE"
@@ -238,10 +239,13 @@ class DiskCache:
         self._timer = timer
 
     @classmethod
-    def in_directory(cls, directory: Path | None = None, *, budget: int = DEFAULT_DISK_BUDGET) -> DiskCache:
+    def in_directory(
+        cls, directory: Path | None = None, *, budget: int = DEFAULT_DISK_BUDGET, timer: Any = time.time
+    ) -> DiskCache:
         """The file-backed cache in ``directory`` (default: the per-user cache directory)."""
         directory = default_cache_dir() if directory is None else directory
-        return cls(FileBackend(directory), load_or_create_key(directory / "secret.key"), budget=budget)
+        key = load_or_create_key(directory / "secret.key")
+        return cls(FileBackend(directory), key, budget=budget, timer=timer)
 
     # writing
     def save(self, value: SerializedValue, record: DiskRecord) -> bool:
@@ -350,3 +354,73 @@ class DiskCache:
                 continue
             self.delete(entry.key)
             total -= entry.nbytes
+
+
+class StorePersistence:
+    """Adapts a ``DiskCache`` to the store's ``Persistence`` protocol (data entries only)."""
+
+    _USAGE_MAX_AGE = 10.0  # seconds a disk-usage figure may be reused (the panel asks each second)
+
+    def __init__(self, disk: DiskCache) -> None:
+        self.disk = disk
+        self._usage: tuple[float, int] | None = None
+
+    def load(self, key: str) -> Restored | None:
+        found = self.disk.load(key)
+        if found is None:
+            return None
+        value, record = found
+        return Restored(value, value.nbytes, record.created, record.expires, record.compute_seconds)
+
+    def save(self, key: str, value: Any, entry: EntryInfo) -> bool:
+        if not isinstance(value, SerializedValue):
+            return False  # only serialized data can be written out
+        record = DiskRecord(
+            key=key,
+            kind=entry.kind,
+            label=entry.label,
+            names=tuple(entry.names),
+            created=entry.created,
+            expires=entry.expires,
+            compute_seconds=entry.compute_seconds,
+        )
+        self._usage = None
+        return self.disk.save(value, record)
+
+    def delete(self, key: str) -> None:
+        self._usage = None
+        self.disk.delete(key)
+
+    def clear(self) -> int:
+        self._usage = None
+        return self.disk.clear()
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes on disk (all kernels of this user) and the disk budget."""
+        now = time.monotonic()
+        if self._usage is None or now - self._usage[0] > self._USAGE_MAX_AGE:
+            self._usage = (now, sum(e.nbytes for e in self.disk.entries()))
+        return self._usage[1], self.disk.budget
+
+
+def open_persistence(
+    directory: Path | None = None, budget: int = DEFAULT_DISK_BUDGET, timer: Any = time.time
+) -> StorePersistence | None:
+    """The per-user disk cache, or None (with one warning) when it can't be opened."""
+    try:
+        return StorePersistence(DiskCache.in_directory(directory, budget=budget, timer=timer))
+    except OSError as exc:
+        warnings.warn(
+            f"persistence is off: {exc}. Set IPYCACHE_EXT_CACHE_DIR to a directory you own.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def ensure_persistence(store: CacheStore, directory: Path | None = None, budget: int | None = None) -> bool:
+    """Give ``store`` the per-user disk cache on first need; False if it can't be had."""
+    if store.persistence is None:
+        budget = DEFAULT_DISK_BUDGET if budget is None else budget
+        store.persistence = open_persistence(directory, budget, timer=store.now)  # one clock: the store's
+    return store.persistence is not None

@@ -26,7 +26,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ._errors import ResultTooLargeError
 from ._format import format_size
@@ -53,6 +53,7 @@ class EntryInfo:
     group: str
     miss_reason: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
+    persisted: bool = False
 
     def ttl_left(self, now: float) -> float | None:
         """Seconds until expiry (0 when due), or None when the entry never expires."""
@@ -73,6 +74,8 @@ class CacheStats:
     time_saved: float
     evictions: int
     expirations: int
+    disk_bytes: int = 0
+    disk_budget: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class _Entry:
     inputs: Mapping[str, str]
     hits: int = 0
     last_used: float = 0.0
+    persisted: bool = False
 
     def snapshot(self) -> EntryInfo:
         return EntryInfo(
@@ -136,7 +140,44 @@ class _Entry:
             group=self.group,
             miss_reason=self.miss_reason,
             inputs=self.inputs,
+            persisted=self.persisted,
         )
+
+
+@dataclass(frozen=True)
+class Restored:
+    """An entry found again by the persistence layer (after a restart, or from another kernel)."""
+
+    value: Any
+    size: int | None
+    created: float
+    expires: float | None
+    compute_seconds: float
+
+
+class Persistence(Protocol):
+    """Where persisted data entries are kept beyond the kernel (see ``_persist.py``).
+
+    The store asks it on a miss of a persisted key, tells it about every new persisted
+    entry, and about every entry that must not be found again (deleted, cleared, expired,
+    invalid). It never hands it resources.
+    """
+
+    def load(self, key: str) -> Restored | None: ...
+
+    def save(self, key: str, value: Any, entry: EntryInfo) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def clear(self) -> int: ...
+
+    def usage(self) -> tuple[int, int]: ...
+
+
+# Removals after which a persisted entry must not be found again on disk. Not "evicted"
+# (memory pressure is no reason to forget it), "closed" (the kernel stops: that is what
+# persistence is for) or "replaced" (the new value has just been saved under that key).
+_DROP_FROM_DISK = frozenset({"deleted", "cleared", "expired", "invalid"})
 
 
 class _Flight:
@@ -184,6 +225,7 @@ class CacheStore:
         self._time_saved = 0.0
         self._reaper: threading.Thread | None = None
         self._closed = False
+        self.persistence: Persistence | None = None
 
     # ----------------------------------------------------------------- settings
     def now(self) -> float:
@@ -245,6 +287,7 @@ class CacheStore:
     def stats(self) -> CacheStats:
         """Totals and counters."""
         self.purge_expired()
+        disk = self.persistence.usage() if self.persistence is not None else (0, 0)
         with self._lock:
             kinds = [e.kind for e in self._entries.values()]
             return CacheStats(
@@ -258,6 +301,8 @@ class CacheStore:
                 time_saved=self._time_saved,
                 evictions=self._evictions,
                 expirations=self._expirations,
+                disk_bytes=disk[0],
+                disk_budget=disk[1],
             )
 
     def reset_stats(self) -> None:
@@ -288,6 +333,7 @@ class CacheStore:
         refresh: bool = False,
         miss_reason: str | None = None,
         inputs: Mapping[str, str] | None = None,
+        persist: bool = False,
     ) -> Lookup:
         """Return the live entry for ``key`` or create it with ``create() -> (value, size)``.
 
@@ -295,10 +341,14 @@ class CacheStore:
         creates it again. ``refresh`` creates a new value even when one is stored, and
         replaces the old one only once the new one exists, so a failure loses nothing.
         ``max_entries`` limits the entries of ``group`` (default: the key itself).
+        ``persist`` (data only) looks for the key in ``self.persistence`` before creating
+        it, and saves what it creates there.
         """
         __tracebackhide__ = True  # pytest and IPython leave this frame out of tracebacks
         if kind not in KINDS:
             raise ValueError(f"kind must be 'data' or 'resource', not {kind!r}")
+        if persist and kind != "data":
+            raise ValueError("only data entries can be persisted: resources are kept as they are")
         group = key if group is None else group
         while True:
             removed: list[tuple[_Entry, str]] = []
@@ -349,6 +399,8 @@ class CacheStore:
                 on_release=on_release,
                 miss_reason=miss_reason,
                 inputs=dict(inputs or {}),
+                persist=persist and self.persistence is not None,
+                restore=persist and not refresh,
             )
 
     def _create(
@@ -366,27 +418,39 @@ class CacheStore:
         on_release: Callable[[Any], Any] | None,
         miss_reason: str | None,
         inputs: Mapping[str, str],
+        persist: bool,
+        restore: bool,
     ) -> Lookup:
         __tracebackhide__ = True
-        started = time.perf_counter()
-        try:
-            value, size = create()
-        except BaseException as exc:
-            with self._lock:
-                self._misses += 1
+        restored = self._restore(key) if persist and restore else None
+        if restored is not None:
+            value, size, elapsed = restored.value, restored.size, restored.compute_seconds
+        else:
+            started = time.perf_counter()
+            try:
+                value, size = create()
+            except BaseException as exc:
+                with self._lock:
+                    self._misses += 1
+                    if flight is not None:
+                        flight.error = exc
+                        del self._flights[key]
                 if flight is not None:
-                    flight.error = exc
-                    del self._flights[key]
-            if flight is not None:
-                flight.done.set()
-            raise
-        elapsed = time.perf_counter() - started
+                    flight.done.set()
+                raise
+            elapsed = time.perf_counter() - started
         removed: list[tuple[_Entry, str]] = []
         added: _Entry | None = None
         try:
             with self._lock:
-                self._misses += 1
                 now = self._timer()
+                if restored is None:
+                    self._misses += 1
+                    created, expires = now, (None if ttl is None else now + ttl)
+                else:
+                    self._hits += 1
+                    self._time_saved += elapsed
+                    created, expires = restored.created, restored.expires
                 if kind == "data" and size is not None and size > self._memory_budget:
                     lookup = Lookup(value, False, None)
                     old = self._entries.pop(key, None)
@@ -401,13 +465,15 @@ class CacheStore:
                         group=group,
                         value=value,
                         size=size,
-                        created=now,
-                        expires=None if ttl is None else now + ttl,
+                        created=created,
+                        expires=expires,
                         compute_seconds=elapsed,
                         on_release=on_release,
                         miss_reason=miss_reason,
                         inputs=inputs,
                         last_used=now,
+                        persisted=restored is not None,
+                        hits=0 if restored is None else 1,  # found on disk: that was a hit
                     )
                     old = self._entries.pop(key, None)
                     if old is not None:
@@ -417,7 +483,7 @@ class CacheStore:
                     if kind == "data" and size is not None:
                         self._data_bytes += size
                     self._enforce_limits_locked(added, max_entries, removed)
-                    lookup = Lookup(value, False, added.snapshot())
+                    lookup = Lookup(value, restored is not None, added.snapshot())
                     self._changed.notify_all()
                 if flight is not None:
                     flight.lookup = lookup
@@ -439,9 +505,36 @@ class CacheStore:
                 stacklevel=3,
             )
         else:
+            if persist and restored is None:
+                lookup = self._save(added, lookup)
             self._emit(StoreEvent("added", key, kind))
         self._after(removed)
         return lookup
+
+    def _restore(self, key: str) -> Restored | None:
+        assert self.persistence is not None
+        try:
+            restored = self.persistence.load(key)
+        except Exception as exc:  # a broken disk must not break the cell: it is a miss
+            warnings.warn(
+                f"could not read the persisted entry {key[:12]}: {exc}", RuntimeWarning, stacklevel=4
+            )
+            return None
+        if restored is not None and restored.expires is not None and self._timer() >= restored.expires:
+            self.persistence.delete(key)
+            return None
+        return restored
+
+    def _save(self, added: _Entry, lookup: Lookup) -> Lookup:
+        """Write a new persisted entry to disk (slow I/O: outside the lock)."""
+        assert self.persistence is not None and lookup.entry is not None
+        if not self.persistence.save(added.key, added.value, lookup.entry):
+            return lookup
+        with self._lock:
+            added.persisted = True
+            if self._entries.get(added.key) is not added:
+                return lookup
+            return Lookup(lookup.value, lookup.hit, added.snapshot())
 
     def _still_valid(self, entry: _Entry, validate: Callable[[Any], Any]) -> bool:
         with self._lock:  # release hooks ran since the look: the entry may have left (value None)
@@ -494,7 +587,10 @@ class CacheStore:
         """Drop every entry, or every entry of one kind; returns how many were dropped."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be 'data', 'resource' or None, not {kind!r}")
-        return self._remove_if(lambda e: kind in (None, e.kind), "cleared")
+        count = self._remove_if(lambda e: kind in (None, e.kind), "cleared")
+        if kind != "resource" and self.persistence is not None:
+            self.persistence.clear()  # persisted entries not loaded in this kernel go too
+        return count
 
     def delete_where(self, predicate: Callable[[EntryInfo], bool], reason: str = "deleted") -> int:
         """Drop the entries whose snapshot satisfies ``predicate``; returns how many."""
@@ -591,6 +687,13 @@ class CacheStore:
                 except BaseException as exc:
                     if pending is None:
                         pending = exc
+            if entry.persisted and reason in _DROP_FROM_DISK and self.persistence is not None:
+                try:
+                    self.persistence.delete(entry.key)
+                except Exception as exc:  # the memory side is done; the disk will expire it
+                    warnings.warn(
+                        f"could not delete {entry.label!r} from disk: {exc}", RuntimeWarning, stacklevel=2
+                    )
             entry.value = None  # drop our reference now: "freed, not only hidden"
             self._emit(StoreEvent("removed", entry.key, entry.kind, reason))
         if pending is not None:

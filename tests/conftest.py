@@ -46,6 +46,7 @@ def shell(store: CacheStore) -> Iterator[InteractiveShell]:
         yield ip
     finally:
         ipycache_ext.unload_ipython_extension(ip)
+        ip.config.pop("CacheMagics", None)  # %config in one test must not reach the next
         ip.reset(new_session=False)
 
 

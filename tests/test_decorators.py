@@ -535,9 +535,38 @@ def test_clear_drops_the_function_or_one_argument_set_or_a_whole_kind(cached: Ca
 
 
 @pytest.mark.parametrize("persist", ["disk", True])
-def test_persist_to_disk_fails_clearly_until_it_exists(persist: Any) -> None:
-    with pytest.raises(NotImplementedError, match="disk"):
-        cache_data(persist=persist)
+def test_persisted_results_are_found_again_by_a_new_kernel(
+    persist: Any, tmp_path: Path, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipycache_ext._persist import DiskCache, StorePersistence
+
+    calls: list[int] = []
+
+    def kernel() -> Any:
+        """A fresh store on the same disk, as after a restart, and the function defined anew."""
+        store = CacheStore(timer=clock)
+        store.persistence = StorePersistence(DiskCache.in_directory(tmp_path / "cache", timer=clock))
+        monkeypatch.setattr(cache_data, "store", store)
+        namespace = define(
+            "@cache_data(persist=PERSIST, ttl='1h')\n"
+            "def load(n, _calls):\n    _calls.append(n)\n    return list(range(n))",
+            PERSIST=persist,
+        )
+        return store, namespace["load"]
+
+    store, load = kernel()
+    assert load(5, calls) == [0, 1, 2, 3, 4] and calls == [5]
+    assert store.entries()[0].persisted
+    store, load = kernel()
+    assert load(5, calls) == [0, 1, 2, 3, 4] and calls == [5]  # from disk: not computed again
+    assert store.stats().hits == 1
+    clock.advance(3601)
+    store, load = kernel()
+    assert load(5, calls) == [0, 1, 2, 3, 4] and calls == [5, 5]  # the TTL held on disk too
+    load.clear(5, calls)
+    store, load = kernel()
+    load(5, calls)
+    assert calls == [5, 5, 5]  # clear(5) removed it from disk as well
 
 
 def test_persist_none_or_false_keeps_entries_in_memory(cached: CacheStore) -> None:

@@ -394,3 +394,60 @@ def test_a_cell_reading_a_cached_resource_is_keyed_by_that_resource(shell: Inter
     run(shell, other)  # another database: cells reading it compute again
     run(shell, query)
     assert len(shell.user_ns["runs"]) == 2
+
+
+def _fresh_kernel(ip: InteractiveShell, clock: FakeClock, cache_dir: str) -> CacheStore:
+    """Unload, and load again on an empty store: what a kernel restart leaves."""
+    ipycache_ext.unload_ipython_extension(ip)
+    store = CacheStore(timer=clock)
+    ipycache_ext.load_ipython_extension(ip, store=store)
+    run(ip, f"%config CacheMagics.cache_dir = {cache_dir!r}")
+    return store
+
+
+def test_persisted_cells_are_hits_after_a_restart(
+    shell: InteractiveShell, clock: FakeClock, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache_dir = str(tmp_path)
+    store = _fresh_kernel(shell, clock, cache_dir)
+    shell.user_ns.update(runs=[], n=3)
+    cell = (
+        "%%cache_data --persist --ttl 1h --ignore runs\n"
+        "runs.append(1)\nprint('slow work')\nsquares = [i * i for i in range(n)]\nlen(squares)"
+    )
+    assert run(shell, cell) == 3
+    assert store.entries()[0].persisted
+    store = _fresh_kernel(shell, clock, cache_dir)
+    capsys.readouterr()
+    assert run(shell, cell) == 3  # the last value comes back too
+    out = capsys.readouterr().out
+    assert "on disk" in out and "slow work" in out
+    assert shell.user_ns["squares"] == [0, 1, 4] and shell.user_ns["runs"] == [1]
+    run(shell, "%cache_info")
+    assert "data · disk" in capsys.readouterr().out
+    clock.advance(3601)  # the TTL holds across the restart
+    store = _fresh_kernel(shell, clock, cache_dir)
+    run(shell, cell)
+    assert shell.user_ns["runs"] == [1, 1]
+    run(shell, "%cache_clear")
+    store = _fresh_kernel(shell, clock, cache_dir)
+    run(shell, cell)
+    assert shell.user_ns["runs"] == [1, 1, 1]  # %cache_clear emptied the disk as well
+
+
+def test_resources_cannot_be_persisted(shell: InteractiveShell) -> None:
+    result = shell.run_cell("%%cache_resource --persist\nthing = object()")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "%%cache_data --persist" in str(result.error_in_exec)
+    assert "thing" not in shell.user_ns
+
+
+def test_the_cache_directory_comes_from_the_environment(
+    shell: InteractiveShell, store: CacheStore, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    monkeypatch.setenv("IPYCACHE_EXT_CACHE_DIR", str(tmp_path))
+    run(shell, "%%cache_data --persist\nvalue = 42")
+    assert len(list(Path(str(tmp_path)).glob("*.entry"))) == 1
+    assert (Path(str(tmp_path)) / "secret.key").stat().st_mode & 0o777 == 0o600

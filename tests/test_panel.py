@@ -399,3 +399,19 @@ def test_cache_panel_in_a_terminal_prints_the_info_table(
     assert "1 entries" in out
     assert "x = 1" in out
     assert "1m 00s" in out
+
+
+def test_persisted_entries_and_disk_use_are_shown(store: CacheStore, tmp_path: Any, clock: Any) -> None:
+    from ipycache_ext._persist import DiskCache, StorePersistence
+    from ipycache_ext._serialize import serialize
+
+    store.persistence = StorePersistence(DiskCache.in_directory(tmp_path, timer=clock))
+    value = serialize(list(range(100)))
+    store.get_or_create("k1", lambda: (value, value.nbytes), kind="data", label="kept", persist=True)
+    panel = CachePanel(store, auto_refresh=False)
+    try:
+        panel.refresh()
+        assert panel.rows["k1"].texts["kind"] == "data · disk"
+        assert "· disk " in panel.header.value and "/ 10.0 GiB" in panel.header.value
+    finally:
+        panel.close()
