@@ -36,7 +36,7 @@ KINDS: tuple[Kind, ...] = ("data", "resource")
 Timer = Callable[[], float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryInfo:
     """A snapshot of one entry, safe to keep and show: it never changes after it is taken."""
 
@@ -60,7 +60,7 @@ class EntryInfo:
         return None if self.expires is None else max(0.0, self.expires - now)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheStats:
     """Counters since the store was created (or since ``reset_stats``)."""
 
@@ -78,7 +78,7 @@ class CacheStats:
     disk_budget: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreEvent:
     """What changed: ``action`` is ``"added"``, ``"hit"`` or ``"removed"``.
 
@@ -93,7 +93,7 @@ class StoreEvent:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lookup:
     """The answer of ``get_or_create``: the stored value, whether it was a hit, and the entry.
 
@@ -226,6 +226,9 @@ class CacheStore:
         self._reaper: threading.Thread | None = None
         self._closed = False
         self.persistence: Persistence | None = None
+        # Never later than the earliest expiry of a live entry: until then, nothing is due
+        # and no operation needs to scan the entries (a hit stays O(1) with many entries).
+        self._next_expiry: float | None = None
 
     # ----------------------------------------------------------------- settings
     def now(self) -> float:
@@ -479,6 +482,8 @@ class CacheStore:
                     if old is not None:
                         self._account_removed_locked(old, "replaced", removed)
                     self._entries[key] = added
+                    if expires is not None and (self._next_expiry is None or expires < self._next_expiry):
+                        self._next_expiry = expires
                     self._removed.pop(key, None)
                     if kind == "data" and size is not None:
                         self._data_bytes += size
@@ -630,10 +635,19 @@ class CacheStore:
 
     def _purge_expired_locked(self, removed: list[tuple[_Entry, str]]) -> None:
         now = self._timer()
-        for entry in [e for e in self._entries.values() if e.expires is not None and now >= e.expires]:
-            del self._entries[entry.key]
-            self._expirations += 1
-            self._account_removed_locked(entry, "expired", removed)
+        if self._next_expiry is None or now < self._next_expiry:
+            return
+        earliest: float | None = None
+        for entry in list(self._entries.values()):
+            if entry.expires is None:
+                continue
+            if now >= entry.expires:
+                del self._entries[entry.key]
+                self._expirations += 1
+                self._account_removed_locked(entry, "expired", removed)
+            elif earliest is None or entry.expires < earliest:
+                earliest = entry.expires
+        self._next_expiry = earliest
 
     def _enforce_limits_locked(
         self, added: _Entry | None, group_limit: int | None, removed: list[tuple[_Entry, str]]
@@ -748,9 +762,9 @@ class CacheStore:
                 if self._closed:
                     return
                 self._purge_expired_locked(removed)
-                due = [e.expires for e in self._entries.values() if e.expires is not None]
+                due = self._next_expiry
                 if not removed:
-                    timeout = None if not due else max(0.0, min(due) - self._timer()) + 0.01
+                    timeout = None if due is None else max(0.0, due - self._timer()) + 0.01
                     self._changed.wait(timeout)
             self._after(removed)
 
