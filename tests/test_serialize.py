@@ -102,3 +102,40 @@ def test_entries_survive_their_hits_and_release_their_memory_file() -> None:
     del stored
     gc.collect()
     assert _open_fds() == before
+
+
+def _memfd_mappings() -> int:
+    from pathlib import Path
+
+    return Path("/proc/self/maps").read_text().count("memfd:ipycache_ext")
+
+
+def test_descriptors_and_mappings_go_with_their_entries_and_hits() -> None:
+    import gc
+
+    from ipycache_ext._serialize import _memfd_available
+
+    if not _memfd_available():
+        pytest.skip("no memory files on this system")
+
+    from ipycache_ext import CacheStore
+
+    store = CacheStore(memory_budget=10**9)
+    fds, mappings = _open_fds(), _memfd_mappings()
+    for i in range(10):
+        value = serialize(np.full(100_000, i))
+        store.get_or_create(f"k{i}", lambda v=value: (v, v.nbytes), kind="data", label=f"k{i}")  # type: ignore[misc]
+    del value  # from here on only the store holds the serialized values
+    hits = [
+        store.get_or_create(f"k{i}", lambda: (None, 0), kind="data", label="").value.load() for i in range(10)
+    ]
+    assert _open_fds() == fds + 10 and _memfd_mappings() >= mappings + 10
+    assert [int(h[0]) for h in hits] == list(range(10))
+    store.memory_budget = 2 * store.entries()[0].size  # evicts eight
+    store.clear()  # and the rest
+    gc.collect()
+    assert _open_fds() == fds + 0  # descriptors are the store's: gone with the entries
+    assert [int(h[-1]) for h in hits] == list(range(10))  # live hits keep their pages
+    del hits
+    gc.collect()
+    assert _memfd_mappings() == mappings
