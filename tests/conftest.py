@@ -50,6 +50,23 @@ def shell(store: CacheStore) -> Iterator[InteractiveShell]:
         ip.reset(new_session=False)
 
 
+def lock_is_free(store: CacheStore) -> bool:
+    """True when another thread can take the store's lock at once (nothing left holding it)."""
+    import threading
+
+    got: list[bool] = []
+
+    def take() -> None:
+        if store._lock.acquire(timeout=5):
+            got.append(True)
+            store._lock.release()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join(10)
+    return got == [True]
+
+
 def run(ip: InteractiveShell, code: str) -> object:
     """Run a cell like Jupyter does; fail the test with the cell's own error if it raised."""
     result = ip.run_cell(code, store_history=True)

@@ -12,7 +12,6 @@ own traceback, never a traceback through ``ipycache_ext/``.
 from __future__ import annotations
 
 import errno
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,7 @@ import ipycache_ext._serialize as serialize_module
 from ipycache_ext import CacheStore, UnserializableResultError
 from ipycache_ext._serialize import serialize
 
-from .conftest import FakeClock
+from .conftest import FakeClock, lock_is_free
 
 
 # --------------------------------------------------------------------------- helpers
@@ -51,17 +50,7 @@ class Unpicklable:
 def _consistent(store: CacheStore) -> None:
     """Nothing in flight, the lock free (another thread gets it at once), the bytes add up."""
     assert not store._flights, f"left in flight: {sorted(store._flights)}"
-    got: list[bool] = []
-
-    def take() -> None:
-        if store._lock.acquire(timeout=5):
-            got.append(True)
-            store._lock.release()
-
-    thread = threading.Thread(target=take)
-    thread.start()
-    thread.join(10)
-    assert got == [True], "the store's lock is still held"
+    assert lock_is_free(store), "the store's lock is still held"
     stats = store.stats()
     assert stats.data_bytes == sum(e.size or 0 for e in store.entries() if e.kind == "data")
 

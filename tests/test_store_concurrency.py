@@ -24,6 +24,8 @@ import pytest
 from ipycache_ext import CacheStore
 from ipycache_ext._serialize import serialize
 
+from .conftest import lock_is_free
+
 HAMMER_SECONDS = 2.0
 JOIN_TIMEOUT = 20.0
 DATA_KEYS = [f"d{i}" for i in range(6)]
@@ -59,20 +61,6 @@ def _join_all(threads: list[threading.Thread], timeout: float = JOIN_TIMEOUT) ->
     if alive:
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         pytest.fail(f"threads still running after {timeout} s (deadlock?): {alive}")
-
-
-def _lock_is_free(store: CacheStore) -> bool:
-    got: list[bool] = []
-
-    def take() -> None:
-        if store._lock.acquire(timeout=5):
-            got.append(True)
-            store._lock.release()
-
-    thread = threading.Thread(target=take)
-    thread.start()
-    thread.join(10)
-    return got == [True]
 
 
 class Harness:
@@ -248,7 +236,7 @@ def test_hammer_hits_misses_clears_and_expiries(ticking: TickingClock) -> None:
     assert stats.data_bytes == sum(e.size or 0 for e in entries if e.kind == "data")
     assert stats.data_bytes <= stats.memory_budget
     assert stats.entries == len(entries) <= 20
-    assert not store._flights and _lock_is_free(store)
+    assert not store._flights and lock_is_free(store)
     assert all(count == 1 for count in harness.released.values()), "a resource was released twice"
     store.close()
     assert dict(harness.released) == dict.fromkeys(harness.created, 1), "a resource was never released"
@@ -291,7 +279,7 @@ def test_one_key_many_callers_single_flight(fail: type[BaseException] | None) ->
         assert store.stats().hits == 15 and store.stats().misses == 1
     else:
         assert all(isinstance(o, fail) for o in outcomes)
-        assert "k" not in store and not store._flights and _lock_is_free(store)
+        assert "k" not in store and not store._flights and lock_is_free(store)
         # nothing was left behind: the next caller computes again
         fail = None
         assert store.get_or_create("k", compute, kind="resource", label="k").hit is False
