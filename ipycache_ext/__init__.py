@@ -7,7 +7,7 @@ kernel-wide store, ``get_store()``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     CacheError,
@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily
+    from ._decorators import cache_data, cache_resource
+    from ._panel import CachePanel
 
 # Imported on first use: the decorators and the panel pull in more than the store needs.
 _LAZY = {
