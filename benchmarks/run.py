@@ -271,12 +271,12 @@ def main() -> None:
         small_cell_section(args.repeats)
     if "hashing" not in args.skip and "1GB" in args.sizes:
         hashing_section(args.repeats)
+    if "memory" not in args.skip and "1GB" in args.sizes:  # first: before the peers hold memory
+        memory_section(args.repeats)
     if "fallback" not in args.skip and "1GB" in args.sizes:
         fallback_section(args.repeats)
     if "hits" not in args.skip:
         hit_table(args.kinds, args.sizes, args.repeats)
-    if "memory" not in args.skip and "1GB" in args.sizes:
-        memory_section(args.repeats)
 
 
 if __name__ == "__main__":
