@@ -134,15 +134,15 @@ def copy_floor(nbytes: int) -> Callable[[], Any]:
 
 
 # ---------------------------------------------------------------- sections
-def hit_table(kinds: list[str], sizes: list[str], repeats: int) -> None:
+def hit_table(kinds: list[str], sizes: list[str], repeats: int, objects_up_to: int) -> None:
     print("\n## Hit time (median of", repeats, "runs) and ratio to a fresh np.copy of the same bytes")
     header = f"{'data':<22}{'np.copy':>10}{'ours':>10}{'streamlit':>11}{'joblib':>10}"
     print(header + f"{'copy/ours':>11}{'st/ours':>9}{'jl/ours':>9}")
     for size in sizes:
         for kind in kinds:
             nbytes = SIZES[size]
-            if kind in OBJECT_HEAVY and nbytes > 100_000_000:
-                print(f"{kind + ' ' + size:<22} (skipped: object-heavy data is measured up to 100MB)")
+            if kind in OBJECT_HEAVY and nbytes > objects_up_to:
+                print(f"{kind + ' ' + size:<22} (skipped: --objects-up-to {objects_up_to:,} bytes)")
                 continue
             floor = median_seconds(copy_floor(nbytes), repeats)
             ours = median_seconds(ours_cell(kind, nbytes), repeats)
@@ -263,6 +263,12 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--objects-up-to",
+        default="100MB",
+        choices=list(SIZES),
+        help="largest size for object strings and dicts (1GB of them takes many minutes per peer)",
+    )
+    parser.add_argument(
         "--skip", nargs="*", default=[], choices=["hits", "memory", "hashing", "small", "fallback"]
     )
     args = parser.parse_args()
@@ -276,7 +282,7 @@ def main() -> None:
     if "fallback" not in args.skip and "1GB" in args.sizes:
         fallback_section(args.repeats)
     if "hits" not in args.skip:
-        hit_table(args.kinds, args.sizes, args.repeats)
+        hit_table(args.kinds, args.sizes, args.repeats, SIZES[args.objects_up_to])
 
 
 if __name__ == "__main__":
