@@ -31,6 +31,7 @@ import struct
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -411,7 +412,8 @@ def open_persistence(
         return StorePersistence(DiskCache.in_directory(directory, budget=budget, timer=timer))
     except OSError as exc:
         warnings.warn(
-            f"persistence is off: {exc}. Set IPYCACHE_EXT_CACHE_DIR to a directory you own.",
+            f"persistence is off: {exc}. Entries stay in memory; choose a directory you own with "
+            "IPYCACHE_EXT_CACHE_DIR or %config CacheMagics.cache_dir = '...'",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -419,8 +421,17 @@ def open_persistence(
 
 
 def ensure_persistence(store: CacheStore, directory: Path | None = None, budget: int | None = None) -> bool:
-    """Give ``store`` the per-user disk cache on first need; False if it can't be had."""
-    if store.persistence is None:
+    """Give ``store`` the per-user disk cache on first need; False if it can't be had.
+
+    A failure is said once (one warning), not on every persisted cell after it.
+    """
+    if store.persistence is None and directory not in _unavailable.get(store, ()):
         budget = DEFAULT_DISK_BUDGET if budget is None else budget
         store.persistence = open_persistence(directory, budget, timer=store.now)  # one clock: the store's
+        if store.persistence is None:
+            _unavailable.setdefault(store, set()).add(directory)
     return store.persistence is not None
+
+
+# the directories that could not be opened, per store (weakly: stores come and go in tests)
+_unavailable: weakref.WeakKeyDictionary[CacheStore, set[Path | None]] = weakref.WeakKeyDictionary()

@@ -451,3 +451,17 @@ def test_the_cache_directory_comes_from_the_environment(
     run(shell, "%%cache_data --persist\nvalue = 42")
     assert len(list(Path(str(tmp_path)).glob("*.entry"))) == 1
     assert (Path(str(tmp_path)) / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unwritable_cache_directory_costs_one_warning_and_nothing_else(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    shell.user_ns["runs"] = []
+    run(shell, "%config CacheMagics.cache_dir = '/proc/self/ipycache_ext'")  # read-only, even for root
+    cell = "%%cache_data --persist --ignore runs\nruns.append(1)\nvalue = 42"
+    with pytest.warns(RuntimeWarning, match="persistence is off"):
+        run(shell, cell)
+    assert shell.user_ns["value"] == 42  # delivered
+    run(shell, cell)  # and cached in memory
+    assert shell.user_ns["runs"] == [1]
+    assert not store.entries()[0].persisted
