@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import struct
 import tempfile
 import time
@@ -118,9 +119,7 @@ class FileBackend:
 
     def __init__(self, directory: Path, *, stale_after: float = 600.0) -> None:
         self.directory = directory
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):  # not ours to change (e.g. a shared mount): leave it
-            os.chmod(directory, 0o700)
+        private_directory(directory)
         self._remove_stale_temporaries(stale_after)
 
     def _remove_stale_temporaries(self, older_than: float) -> None:
@@ -198,11 +197,35 @@ def _read_record(head: bytes) -> DiskRecord | None:
         return None
 
 
+def private_directory(directory: Path) -> None:
+    """Create ``directory`` owner-only, or refuse one that others could write into.
+
+    Anyone who can write into the directory could plant entries or swap the key file, so a
+    directory that is not ours, or that group or others may write to, turns persistence off.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"the cache directory {directory} must be a directory that belongs to you")
+    if info.st_mode & 0o077:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            if info.st_mode & 0o022:
+                raise PermissionError(
+                    f"others can write into the cache directory {directory} (chmod 700 it)"
+                ) from exc
+
+
 def load_or_create_key(path: Path) -> bytes:
-    """The per-user signing key: 32 random bytes in an owner-only file, made on first use."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The per-user signing key: 32 random bytes in an owner-only file, made on first use.
+
+    Opened with O_NOFOLLOW and checked on the open descriptor: a symlink to some other file
+    of ours (whose content others may know) is refused, not used as the key.
+    """
+    private_directory(path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         pass
     else:
@@ -210,13 +233,18 @@ def load_or_create_key(path: Path) -> bytes:
             handle.write(secrets.token_bytes(32))
             handle.flush()
             os.fsync(handle.fileno())
-    stat = path.stat()
-    if stat.st_uid != os.getuid() or stat.st_mode & 0o077:
-        raise PermissionError(
-            f"the signing key {path} must belong to you and be readable by you only "
-            f"(chmod 600 {path}); persistence is off until then"
-        )
-    key = path.read_bytes()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP: a symlink
+        raise PermissionError(f"the signing key {path} must be a regular file, not a link") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise PermissionError(
+                f"the signing key {path} must be a file that belongs to you and is readable by you only "
+                f"(chmod 600 {path}); persistence is off until then"
+            )
+        key = handle.read()
     if len(key) < 32:  # a crash between create and write: make a new one
         path.unlink()
         return load_or_create_key(path)

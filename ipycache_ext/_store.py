@@ -495,8 +495,15 @@ class CacheStore:
                     del self._flights[key]
         finally:
             if flight is not None:
+                with self._lock:  # interrupted inside the block: don't strand anyone
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
+                if flight.lookup is None:
+                    flight.error = flight.error or RuntimeError(f"computing {label!r} was interrupted")
                 flight.done.set()
         if added is None:
+            if persist and self.persistence is not None:
+                self._forget_on_disk(key)  # a refresh too large to keep: the old file is outdated
             warnings.warn(
                 str(
                     ResultTooLargeError(
@@ -531,15 +538,34 @@ class CacheStore:
         return restored
 
     def _save(self, added: _Entry, lookup: Lookup) -> Lookup:
-        """Write a new persisted entry to disk (slow I/O: outside the lock)."""
+        """Write a new persisted entry to disk (slow I/O: outside the lock).
+
+        If it can't be written, an older file under the same key (a refresh) must go too,
+        or the next kernel would find the outdated value.
+        """
         assert self.persistence is not None and lookup.entry is not None
-        if not self.persistence.save(added.key, added.value, lookup.entry):
+        try:
+            saved = self.persistence.save(added.key, added.value, lookup.entry)
+        except Exception as exc:  # the value is cached in memory all the same
+            warnings.warn(f"could not persist {added.label!r}: {exc}", RuntimeWarning, stacklevel=4)
+            saved = False
+        if not saved:
+            self._forget_on_disk(added.key)
             return lookup
         with self._lock:
             added.persisted = True
             if self._entries.get(added.key) is not added:
                 return lookup
             return Lookup(lookup.value, lookup.hit, added.snapshot())
+
+    def _forget_on_disk(self, key: str) -> None:
+        assert self.persistence is not None
+        try:
+            self.persistence.delete(key)
+        except Exception as exc:  # nothing more to do: its TTL or the next clear removes it
+            warnings.warn(
+                f"could not delete the persisted entry {key[:12]}: {exc}", RuntimeWarning, stacklevel=4
+            )
 
     def _still_valid(self, entry: _Entry, validate: Callable[[Any], Any]) -> bool:
         with self._lock:  # release hooks ran since the look: the entry may have left (value None)
@@ -765,7 +791,8 @@ class CacheStore:
                 due = self._next_expiry
                 if not removed:
                     timeout = None if due is None else max(0.0, due - self._timer()) + 0.01
-                    self._changed.wait(timeout)
+                    # Capped: a TTL of years would overflow the wait and kill this thread.
+                    self._changed.wait(None if timeout is None else min(timeout, 3600.0))
             self._after(removed)
 
 

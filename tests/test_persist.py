@@ -77,6 +77,25 @@ def test_directory_and_key_are_owner_only(tmp_path: Path, disk: DiskCache) -> No
         load_or_create_key(directory / "secret.key")
 
 
+def test_a_key_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    known = tmp_path / "public-but-0600"  # e.g. ~/.ssh/authorized_keys: ours, 0600, content known
+    known.write_bytes(b"everybody knows this text, 32+ bytes long......")
+    known.chmod(0o600)
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    (directory / "secret.key").symlink_to(known)
+    with pytest.raises(PermissionError, match="not a link"):
+        load_or_create_key(directory / "secret.key")
+
+
+def test_a_directory_others_can_write_into_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    load_or_create_key(directory / "secret.key")
+    assert directory.stat().st_mode & 0o777 == 0o700
+
+
 def test_ttl_is_honoured_on_disk(disk: DiskCache, clock: FakeClock) -> None:
     disk.save(serialize(1), record("k1", expires=clock.now + 60))
     clock.advance(59)
