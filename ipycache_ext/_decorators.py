@@ -462,8 +462,10 @@ class _FunctionDigest:
     def _watch_value(self, value: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]) -> bool:
         if type(value) in _IMMUTABLE or value is Ellipsis:
             return True
-        if isinstance(value, (types.ModuleType, types.BuiltinFunctionType)):
-            return True  # hashed by name and version
+        if isinstance(value, types.ModuleType):
+            return _module_is_library(value.__name__)  # a local module's source can change
+        if isinstance(value, types.BuiltinFunctionType):  # len: by name; {}.get: by its dict
+            return value.__self__ is None or isinstance(value.__self__, types.ModuleType)
         if isinstance(value, types.FunctionType):
             return self._watch_function(value, reads, seen)
         if isinstance(value, CachedFunction):

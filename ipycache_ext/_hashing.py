@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import math
+import os
 import pickle
 import struct
 import sys
@@ -117,6 +118,26 @@ def module_version(module_name: str) -> str:
         return importlib.metadata.version(top)
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return ""
+
+
+def _source_digest(path: str | None) -> bytes:
+    """The digest of a module's source file, re-read only when the file changes."""
+    if not path:
+        return b""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return b""
+    return _file_digest(path, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, mtime_ns: int, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return xxhash.xxh3_128_digest(handle.read())
+    except OSError:
+        return b""
 
 
 def global_names(code: types.CodeType) -> list[str]:
@@ -214,6 +235,13 @@ class _Walker:
             self._tag(b"missing")
         elif isinstance(value, (list, tuple)):
             self._sequence(value)
+        elif isinstance(value, dict) and type(value) not in (dict, OrderedDict):
+            # A subclass behaves differently (defaultdict(int) vs (list), Counter): say which.
+            cls = type(value)
+            self._tag(b"dict_subclass")
+            self._text(f"{cls.__module__}.{cls.__qualname__}")
+            self.walk(getattr(value, "default_factory", None))
+            self.walk(dict(value))
         elif isinstance(value, OrderedDict):
             self._tag(b"odict")
             self._h.update(_U64.pack(len(value)))
@@ -231,9 +259,17 @@ class _Walker:
         elif isinstance(value, types.ModuleType):
             self._tag(b"module")
             self._text(value.__name__)
-            self._text(module_version(value.__name__))
+            if _module_is_library(value.__name__):
+                self._text(module_version(value.__name__))
+            else:  # a module of the user's own, maybe edited and autoreloaded: its source counts
+                self._blob(_source_digest(getattr(value, "__file__", None)))
         elif self._numpy_or_pandas(value):
             return
+        elif callable(value) and getattr(value, "__wrapped__", None) is not None:
+            # functools.cache / lru_cache / wraps-style wrappers: the code is the wrapped function's.
+            self._tag(b"wrapper")
+            self._text(f"{type(value).__module__}.{type(value).__qualname__}")
+            self.walk(value.__wrapped__)
         else:
             self._pickled(value)
 
@@ -259,6 +295,16 @@ class _Walker:
             self._tag(b"method")
             self.walk(func.__self__)
             self.walk(func.__func__)
+            return
+        owner = getattr(func, "__self__", None)
+        if (
+            isinstance(func, types.BuiltinFunctionType)
+            and owner is not None
+            and not isinstance(owner, types.ModuleType)
+        ):
+            self._tag(b"builtin_method")  # {"a": 1}.get: what it does depends on its dict
+            self._text(func.__name__)
+            self.walk(owner)
             return
         module = getattr(func, "__module__", None) or ""
         if not isinstance(func, types.FunctionType) or _module_is_library(module):
@@ -333,8 +379,11 @@ class _Walker:
     def _numpy_or_pandas(self, value: Any) -> bool:
         np = sys.modules.get("numpy")
         if np is not None:
-            if isinstance(value, np.ndarray):
+            if type(value) is np.ndarray:
                 self._ndarray(value)
+                return True
+            if isinstance(value, np.ndarray):  # masked arrays, matrices: their pickle has it all
+                self._pickled(value)
                 return True
             if isinstance(value, np.generic):
                 self._tag(b"np.scalar")
@@ -447,14 +496,22 @@ class _Walker:
         self._text(str(chunked.type))
         self._h.update(_U64.pack(chunked.num_chunks))
         for chunk in chunked.chunks:
-            self._h.update(struct.pack("<3Q", len(chunk), chunk.offset, chunk.null_count))
-            buffers = chunk.buffers()
-            self._h.update(_U64.pack(len(buffers)))
-            for buffer in buffers:
-                if buffer is None:
-                    self._tag(b"nobuf")
-                else:
-                    self._blob(memoryview(buffer))
+            self._arrow_array(chunk)
+
+    def _arrow_array(self, chunk: Any) -> None:
+        self._text(str(chunk.type))
+        self._h.update(struct.pack("<3Q", len(chunk), chunk.offset, chunk.null_count))
+        buffers = chunk.buffers()  # children's buffers included
+        self._h.update(_U64.pack(len(buffers)))
+        for buffer in buffers:
+            if buffer is None:
+                self._tag(b"nobuf")
+            else:
+                self._blob(memoryview(buffer))
+        dictionary = getattr(chunk, "dictionary", None)  # dictionary-encoded: the values live here
+        if dictionary is not None:
+            self._tag(b"dictionary")
+            self._arrow_array(dictionary)
 
     def _pickled(self, value: Any) -> None:
         cls = type(value)

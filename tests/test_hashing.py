@@ -215,3 +215,55 @@ def test_one_changed_cell_in_a_ten_million_row_frame_changes_the_key(row: int) -
 def test_object_strings_are_split_unambiguously() -> None:
     assert digest(np.array(["ab", "c"], dtype=object)) != digest(np.array(["a", "bc"], dtype=object))
     assert digest(np.array(["a\x00", "b"], dtype=object)) != digest(np.array(["a", "\x00b"], dtype=object))
+
+
+def test_dictionary_encoded_arrow_columns_hash_their_values() -> None:
+    pa = pytest.importorskip("pyarrow")
+
+    def column(values: list[str]) -> pd.Series:
+        encoded = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(values))
+        return pd.Series(pd.arrays.ArrowExtensionArray(encoded))
+
+    assert digest(column(["a", "b"])) != digest(column(["x", "y"]))
+    assert digest(column(["a", "b"])) == digest(column(["a", "b"]))
+
+
+def test_subclasses_are_not_their_base() -> None:
+    from collections import Counter, defaultdict
+
+    assert digest(defaultdict(int)) != digest(defaultdict(list))
+    assert digest(Counter(a=1)) != digest({"a": 1})
+    masked = np.ma.array([1, 2, 3], mask=[0, 1, 0])
+    assert digest(masked) != digest(np.ma.array([1, 2, 3], mask=[0, 0, 0]))
+    assert digest(masked) != digest(np.array([1, 2, 3]))
+
+
+def test_wrapped_helpers_and_bound_builtins_hash_what_they_run() -> None:
+    import functools
+
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    exec("import functools\n@functools.cache\ndef g(x):\n    return x * 2", a)
+    exec("import functools\n@functools.cache\ndef g(x):\n    return x * 3", b)
+    assert digest(a["g"]) != digest(b["g"])
+    assert digest({"a": 1}.get) != digest({"a": 2}.get)
+    assert digest(len) == digest(len)
+    assert functools  # imported for the exec'd code's sake only
+
+
+def test_local_modules_are_hashed_by_their_source(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import os
+    import sys
+
+    module_file = tmp_path / "my_helpers_for_hashing.py"
+    module_file.write_text("def f(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("my_helpers_for_hashing")
+    try:
+        before = digest(module)
+        module_file.write_text("def f(x):\n    return x + 100\n")
+        os.utime(module_file, ns=(1, 1))  # a different mtime, even within one clock tick
+        assert digest(module) != before
+    finally:
+        sys.modules.pop("my_helpers_for_hashing", None)
