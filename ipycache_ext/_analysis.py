@@ -35,6 +35,7 @@ class CellAnalysis:
     outputs: tuple[str, ...]
     code_digest: str
     star_import: bool = False
+    definite: frozenset[str] = frozenset()  # outputs bound on every path through the cell
 
 
 def analyze(source: str) -> CellAnalysis:
@@ -45,13 +46,16 @@ def analyze(source: str) -> CellAnalysis:
 def analyze_tree(tree: ast.Module) -> CellAnalysis:
     flow = _Flow()
     flow.block(tree.body)
-    late = [name for name in flow.late if name not in flow.outputs]
+    # A name a function reads when called is the cell's own if it was bound before the
+    # function was defined, or if the cell defines it (def, class, import): the helper pattern.
+    late = [name for name, safe in flow.late.items() if not safe and name not in flow.definitions]
     inputs = list(dict.fromkeys([*flow.inputs, *late]))
     return CellAnalysis(
         inputs=tuple(inputs),
         outputs=tuple(flow.outputs),
         code_digest=code_digest(tree),
         star_import=flow.star_import,
+        definite=frozenset(flow.bound) & frozenset(flow.outputs),
     )
 
 
@@ -70,7 +74,9 @@ class _Flow:
         # Results are shared by every branch of one analysis.
         self.inputs: dict[str, None] = root.inputs if shared else {}
         self.outputs: dict[str, None] = root.outputs if shared else {}
-        self.late: dict[str, None] = root.late if shared else {}
+        # late reads: name -> bound already at every place it was read from a function
+        self.late: dict[str, bool] = root.late if shared else {}
+        self.definitions: set[str] = root.definitions if shared else set()
         self.star_import = False
         self._root = root
 
@@ -78,6 +84,11 @@ class _Flow:
     def read(self, name: str) -> None:
         if name not in self.bound:
             self._root.inputs.setdefault(name, None)
+
+    def read_late(self, names: Iterable[str]) -> None:
+        """Names read when a function defined here is called: safe if bound by now."""
+        for name in names:
+            self._root.late[name] = self._root.late.get(name, True) and name in self.bound
 
     def bind(self, name: str) -> None:
         self.bound.add(name)
@@ -100,10 +111,12 @@ class _Flow:
                 self.expr(node.returns)
             self.scope(node)
             self.bind(node.name)
+            self._root.definitions.add(node.name)
         elif isinstance(node, ast.ClassDef):
             self.exprs([*node.decorator_list, *node.bases, *(k.value for k in node.keywords)])
             self.scope(node)
             self.bind(node.name)
+            self._root.definitions.add(node.name)
         elif isinstance(node, ast.Assign):
             self.expr(node.value)
             for target in node.targets:
@@ -154,12 +167,14 @@ class _Flow:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 self.bind(alias.asname or alias.name.partition(".")[0])
+                self._root.definitions.add(alias.asname or alias.name.partition(".")[0])
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name == "*":
                     self._root.star_import = True
                 else:
                     self.bind(alias.asname or alias.name)
+                    self._root.definitions.add(alias.asname or alias.name)
         elif isinstance(node, ast.Match):
             self.expr(node.subject)
             for case in node.cases:
@@ -231,10 +246,11 @@ class _Flow:
             self.scope(node)
             return
         if isinstance(node, _COMPREHENSIONS):
+            self.expr(node.generators[0].iter)  # evaluated here, before any loop variable exists
             immediate, late = _free_names(node)
             for name in immediate:
                 self.read(name)
-            self._root.late.update(dict.fromkeys(late))
+            self.read_late(late)
             for walrus in _walrus_targets(node):
                 self.bind(walrus)
             return
@@ -245,7 +261,7 @@ class _Flow:
         immediate, late = _free_names(node)
         for name in immediate:
             self.read(name)
-        self._root.late.update(dict.fromkeys(late))
+        self.read_late(late)
         for name in _declared_globals(node):
             self._root.outputs.setdefault(name, None)
 
@@ -286,13 +302,18 @@ def _free_names(node: _Scope | _Comprehension) -> tuple[set[str], set[str]]:
 
     A class body and a comprehension run at once; a function or lambda body runs later.
     """
+    if isinstance(node, ast.ClassDef):
+        # A class body runs at once, in order: `x = x` reads the outer x before binding its own.
+        body = _Flow()
+        body.block(node.body)
+        return set(body.inputs), set(body.late)  # methods don't see class attributes
     local, loads, nested_late = _scope_contents(node)
     free = loads - local
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
         return set(), free | (nested_late - local)
-    if isinstance(node, ast.ClassDef):
-        return free, nested_late  # methods don't see class attributes
-    return free, nested_late - local
+    outer = _Flow()  # a comprehension's first iterable is evaluated outside it
+    outer.expr(node.generators[0].iter)
+    return free | set(outer.inputs), (nested_late - local) | set(outer.late)
 
 
 def _scope_contents(node: _Scope | _Comprehension) -> tuple[set[str], set[str], set[str]]:
@@ -307,7 +328,9 @@ def _scope_contents(node: _Scope | _Comprehension) -> tuple[set[str], set[str], 
         body = list(node.body)
     else:
         generators = node.generators
-        body = [g for gen in generators for g in (gen.iter, *gen.ifs)]
+        body = [
+            g for index, gen in enumerate(generators) for g in ((gen.iter,) if index else ()) + tuple(gen.ifs)
+        ]
         body += [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
         for gen in generators:
             local |= {n.id for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
@@ -347,5 +370,4 @@ def _scope_contents(node: _Scope | _Comprehension) -> tuple[set[str], set[str], 
             loads.add(child.target.id)
         stack.extend(ast.iter_child_nodes(child))
     local -= declared_global
-    loads |= declared_global
     return local, loads, nested_late

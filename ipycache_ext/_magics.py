@@ -332,6 +332,7 @@ class CacheMagics(Magics):
                 tree=tree,
                 source=source,
                 outputs=outputs,
+                definite=analysis.definite,
                 explicit=bool(names),
                 inputs=inputs,
                 digests=digests,
@@ -382,6 +383,7 @@ class CacheMagics(Magics):
         tree: ast.Module,
         source: str,
         outputs: tuple[str, ...],
+        definite: frozenset[str],
         explicit: bool,
         inputs: Mapping[str, Any],
         digests: Mapping[str, str],
@@ -414,8 +416,12 @@ class CacheMagics(Magics):
                     "(nothing was cached)"
                 )
             bindings = {n: namespace[n] for n in outputs}
-        else:
-            bindings = {n: namespace[n] for n in outputs if n in namespace and namespace[n] is not before[n]}
+        else:  # bound on every path: kept even when rebound to the same object (k = 5 when k was 5)
+            bindings = {
+                n: namespace[n]
+                for n in outputs
+                if n in namespace and (n in definite or namespace[n] is not before[n])
+            }
         deleted = tuple(n for n in outputs if before.get(n, MISSING) is not MISSING and n not in namespace)
         # Inputs the cell changed in place (df["new"] = ...) are part of its result too.
         for name in inputs:

@@ -27,6 +27,10 @@ from ipycache_ext._analysis import analyze
         ("try:\n    v = risky()\nexcept E as e:\n    v = None\nw = v", {"risky", "E"}, {"v", "e", "w"}),
         ("def setup():\n    global conn\n    conn = connect()\nsetup()", {"connect"}, {"setup", "conn"}),
         ("match p:\n    case [a, *rest]:\n        z = a", {"p"}, {"a", "rest", "z"}),
+        ("y = [row for row in row]", {"row"}, {"y"}),  # the first iterable is read outside
+        ("class A:\n    x = x", {"x"}, {"A"}),  # a class body reads before it binds
+        ("def f():\n    return x\nz = f()\nx = 1", {"x"}, {"f", "z", "x"}),  # x is read before bound
+        ("x = 1\ndef f():\n    return x\nz = f()", set(), {"x", "f", "z"}),
     ],
 )
 def test_inputs_and_outputs(source: str, inputs: set[str], outputs: set[str]) -> None:
@@ -49,6 +53,11 @@ def test_class_bodies_read_at_once_and_methods_later() -> None:
 def test_function_locals_are_not_inputs() -> None:
     analysis = analyze("def f(a, *args, b=dflt, **kw):\n    tmp = a + len(args)\n    return tmp\n")
     assert set(analysis.inputs) == {"dflt", "len"}
+
+
+def test_definite_outputs_are_those_bound_on_every_path() -> None:
+    analysis = analyze("a = 1\nif c:\n    b = 2\nfor i in r:\n    d = i")
+    assert analysis.definite == {"a"}
 
 
 def test_star_import_is_flagged() -> None:

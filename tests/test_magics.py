@@ -465,3 +465,12 @@ def test_an_unwritable_cache_directory_costs_one_warning_and_nothing_else(
     run(shell, cell)  # and cached in memory
     assert shell.user_ns["runs"] == [1]
     assert not store.entries()[0].persisted
+
+
+def test_an_output_rebound_to_the_value_it_had_is_restored_on_a_hit(shell: InteractiveShell) -> None:
+    shell.user_ns["k"] = 5
+    cell = "%%cache_data\nk = 5\nm = k + 1"
+    run(shell, cell)
+    shell.user_ns["k"] = 7
+    run(shell, cell)  # a hit: a real run would set k back to 5
+    assert shell.user_ns["k"] == 5 and shell.user_ns["m"] == 6
