@@ -16,6 +16,7 @@ change it; any change to what the code does does.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,17 @@ class _Flow:
     def read(self, name: str) -> None:
         if name not in self.bound:
             self._root.inputs.setdefault(name, None)
+
+    def ipython_text(self, text: str) -> None:
+        """The text of a line magic or shell command: code (``%time y = n * 2``) is analyzed as
+        code; anything else (``!wc -l {path}``, ``$name``) reads every name-like word in it."""
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            for name in _IDENTIFIER.findall(text):
+                self.read(name)
+            return
+        self.block(tree.body)
 
     def read_late(self, names: Iterable[str]) -> None:
         """Names read when a function defined here is called: safe if bound by now."""
@@ -233,6 +245,11 @@ class _Flow:
             self.expr(node)
 
     def expr(self, node: ast.AST) -> None:
+        texts = _ipython_texts(node)
+        if texts is not None:  # %magic and !shell lines, as IPython rewrote them
+            for text in texts:
+                self.ipython_text(text)
+            return
         if isinstance(node, ast.Name):
             if isinstance(node.ctx, ast.Load):
                 self.read(node.id)
@@ -264,6 +281,27 @@ class _Flow:
         self.read_late(late)
         for name in _declared_globals(node):
             self._root.outputs.setdefault(name, None)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IPYTHON_CALLS = {"run_line_magic": 1, "run_cell_magic": 1, "system": 0, "getoutput": 0}
+
+
+def _ipython_texts(node: ast.AST) -> list[str] | None:
+    """For ``get_ipython().run_line_magic('time', 'y = n * 2')`` and kin, the string arguments
+    after the magic's name; None for any other node."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    owner, method = node.func.value, node.func.attr
+    if not (
+        method in _IPYTHON_CALLS
+        and isinstance(owner, ast.Call)
+        and isinstance(owner.func, ast.Name)
+        and owner.func.id == "get_ipython"
+    ):
+        return None
+    texts = [a.value for a in node.args[_IPYTHON_CALLS[method] :] if isinstance(a, ast.Constant)]
+    return [t for t in texts if isinstance(t, str)]
 
 
 def _defaults_and_annotations(args: ast.arguments) -> list[ast.expr]:

@@ -474,3 +474,17 @@ def test_an_output_rebound_to_the_value_it_had_is_restored_on_a_hit(shell: Inter
     shell.user_ns["k"] = 7
     run(shell, cell)  # a hit: a real run would set k back to 5
     assert shell.user_ns["k"] == 5 and shell.user_ns["m"] == 6
+
+
+def test_names_in_magic_and_shell_lines_are_inputs_and_outputs(shell: InteractiveShell) -> None:
+    shell.user_ns.update(n=1, runs=[])
+    cell = "%%cache_data --ignore runs\nruns.append(1)\n%time y = n * 2\nlisting = !echo {n}"
+    run(shell, cell)
+    assert shell.user_ns["y"] == 2
+    shell.user_ns["n"] = 50
+    run(shell, cell)  # n is read by %time and by the shell line: a miss
+    assert shell.user_ns["y"] == 100 and list(shell.user_ns["listing"]) == ["50"]
+    assert shell.user_ns["runs"] == [1, 1]
+    del shell.user_ns["y"]
+    run(shell, cell)  # a hit binds y, which %time assigned
+    assert shell.user_ns["y"] == 100 and shell.user_ns["runs"] == [1, 1]
