@@ -136,14 +136,28 @@ class CachedFunction(Generic[P, R]):
         if self._is_async:
             return cast(R, self._call_async(args, kwargs))
         call = self._prepare(args, kwargs)
-        lookup = self._resolve_store().get_or_create(
+        store = self._resolve_store()
+        lookup = store.get_or_create(
             call.key,
             lambda: self._create(args, kwargs),
             label=call.label,
             inputs=call.inputs,
             **self._store_options,
         )
-        return cast(R, self._result(lookup))
+        try:
+            return cast(R, self._result(lookup))
+        except Exception as exc:  # a stored value that no longer loads (its class moved, say)
+            if self._options.kind != "data" or not lookup.hit:
+                raise
+            _dropped_unloadable(store, call.key, call.label, exc)
+            lookup = store.get_or_create(
+                call.key,
+                lambda: self._create(args, kwargs),
+                label=call.label,
+                inputs=call.inputs,
+                **self._store_options,
+            )
+            return cast(R, self._result(lookup))
 
     def clear(self, *args: Any, **kwargs: Any) -> None:
         """Drop this function's entries; with arguments, only the entry for those arguments."""
@@ -505,6 +519,17 @@ class _FunctionDigest:
             "Its defaults or the values it reads can't be hashed: pass them as parameters named "
             "with a leading underscore, or give hash_funcs for their type.",
         )
+
+
+def _dropped_unloadable(store: CacheStore, key: str, label: str, exc: Exception) -> None:
+    """Drop an entry whose value can't be unpickled any more (and its file), and say so."""
+    store.delete_where(lambda entry: entry.key == key, "invalid")
+    warnings.warn(
+        f"the cached result of {label} could not be loaded ({type(exc).__name__}: {exc}); "
+        "it was dropped and computed again",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _cell_contents(cell: types.CellType) -> Any:

@@ -49,7 +49,7 @@ def describe_miss(previous: KeyRecord | None, current: KeyRecord, removed_becaus
             "evicted": "evicted (least recently used, over the memory budget or max entries)",
             "cleared": "the cache was cleared",
             "deleted": "the entry was deleted",
-            "invalid": "validate rejected the cached value",
+            "invalid": "the cached value was invalid (validate said no, or it no longer loads)",
             "replaced": "refreshed",
             None: "not in the cache",
         }.get(removed_because, removed_because or "not in the cache")

@@ -364,10 +364,18 @@ class CacheMagics(Magics):
             self._resources.add(key, lookup.value.bindings)
         if produced:  # this call ran the cell: the namespace already holds its results
             return produced[0].value
-        return self._serve(lookup, kind, quiet=args.quiet)
+        try:
+            result: CellResult = lookup.value.load() if kind == "data" else lookup.value
+        except Exception as exc:  # stored, but no longer loads (a class it needs moved, say)
+            self.store.delete_where(lambda e: e.key == key, "invalid")  # from disk too
+            print(
+                f"{_PREFIX} the cached result could not be loaded ({type(exc).__name__}: {exc}): "
+                "dropped, running the cell again"
+            )
+            return self._run_cell(kind, prepared, cell)
+        return self._serve(result, lookup, quiet=args.quiet)
 
-    def _serve(self, lookup: Lookup, kind: Kind, *, quiet: bool) -> Any:
-        result: CellResult = lookup.value.load() if kind == "data" else lookup.value
+    def _serve(self, result: CellResult, lookup: Lookup, *, quiet: bool) -> Any:
         namespace = self._shell.user_ns
         namespace.update(result.bindings)
         for name in result.deleted:

@@ -488,3 +488,26 @@ def test_names_in_magic_and_shell_lines_are_inputs_and_outputs(shell: Interactiv
     del shell.user_ns["y"]
     run(shell, cell)  # a hit binds y, which %time assigned
     assert shell.user_ns["y"] == 100 and shell.user_ns["runs"] == [1, 1]
+
+
+def test_a_cached_value_that_no_longer_loads_is_dropped_and_recomputed(
+    shell: InteractiveShell, store: CacheStore, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "moving_lib.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "moving_lib", raising=False)
+    importlib.import_module("moving_lib")
+    shell.user_ns["runs"] = []
+    cell = "%%cache_data --ignore runs\nimport moving_lib\nruns.append(1)\nthing = moving_lib.Thing()"
+    run(shell, cell)
+    del sys.modules["moving_lib"].Thing  # an upgrade moved the class: the stored pickle can't load
+    result = shell.run_cell(cell)  # the cell itself now fails too (moving_lib.Thing is gone) ...
+    assert isinstance(result.error_in_exec, AttributeError)
+    assert "_serialize.py" not in "".join(map(str, result.error_in_exec.args))
+    assert shell.user_ns["runs"] == [1, 1]  # ... but it was run, not served a broken entry
+    assert store.entries() == []
