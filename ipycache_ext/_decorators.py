@@ -36,7 +36,7 @@ from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, ca
 
 from ._errors import UnhashableInputError, UnserializableResultError
 from ._hashing import HashFuncs, Unhashable, _module_is_library, combine, digest, global_names
-from ._persist import ensure_persistence
+from ._persist import ensure_persistence, open_if_present
 from ._serialize import SerializedValue, serialize
 from ._spinner import Spinner
 from ._store import CacheStore, Kind, Lookup, get_store
@@ -636,8 +636,11 @@ class _CacheDecorator:
         return f"<ipycache_ext.{self.name}>"
 
     def clear(self) -> None:
-        """Drop every entry of this kind in the store (the cell magics' ones too)."""
-        (get_store() if self.store is None else self.store).clear(self.kind)
+        """Drop every entry of this kind in the store (the cell magics' ones too, and on disk)."""
+        store = get_store() if self.store is None else self.store
+        if self.kind == "data":
+            open_if_present(store)  # after a restart: persisted entries go too
+        store.clear(self.kind)
 
     def _decorate(
         self, func: Callable[P, R] | None, options: _Options

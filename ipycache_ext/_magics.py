@@ -32,7 +32,7 @@ from ._capture import CellResult, OutputRecorder, replay
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._hashing import MISSING, Unhashable, combine, digest
-from ._persist import DEFAULT_DISK_BUDGET, StorePersistence, ensure_persistence
+from ._persist import DEFAULT_DISK_BUDGET, configure, ensure_persistence, open_if_present
 from ._report import PREFIX as _PREFIX
 from ._report import hit_line as _hit_line
 from ._report import render_info
@@ -122,6 +122,7 @@ class CacheMagics(Magics):
         self._unsubscribe = self.store.subscribe(self._resources.on_event)
         super().__init__(shell=shell, parent=shell)
         self._apply_store_settings()
+        self._configure_disk()
 
     # ---------------------------------------------------------------- settings
     @observe("memory_budget", "max_entries")
@@ -145,13 +146,16 @@ class CacheMagics(Magics):
 
     def _persistence(self) -> bool:
         """Open the disk cache on first need (creates the directory and the signing key)."""
-        directory = Path(self.cache_dir).expanduser() if self.cache_dir else None
-        return ensure_persistence(self.store, directory, self.disk_budget)
+        return ensure_persistence(self.store)
 
-    @observe("disk_budget")
-    def _disk_budget_changed(self, change: Any) -> None:
-        if isinstance(self.store.persistence, StorePersistence):
-            self.store.persistence.disk.budget = change["new"]
+    @observe("cache_dir", "disk_budget")
+    def _disk_settings_changed(self, change: Any) -> None:
+        self._configure_disk()
+
+    def _configure_disk(self) -> None:
+        """The store keeps these, so decorators persist to the same place as cells."""
+        directory = Path(self.cache_dir).expanduser() if self.cache_dir else None
+        configure(self.store, directory, self.disk_budget)
 
     def pre_run_cell(self, info: Any) -> None:
         """Remember the running cell's id (Jupyter sends one) so misses can be explained per cell."""
@@ -211,6 +215,8 @@ class CacheMagics(Magics):
             args.data = args.resource = False
         kind: Kind | None = "data" if args.data else "resource" if args.resource else None
         if not args.target:
+            if kind != "resource":
+                open_if_present(self.store)  # after a restart: persisted entries go too
             count = self.store.clear(kind)
         else:
             keys = self._match(" ".join(args.target), kind)

@@ -394,6 +394,11 @@ class StorePersistence:
         self.disk = disk
         self._usage: tuple[float, int] | None = None
 
+    @property
+    def directory(self) -> Path | None:
+        """The directory of a file-backed cache (None for other backends)."""
+        return getattr(self.disk.backend, "directory", None)
+
     def load(self, key: str) -> Restored | None:
         found = self.disk.load(key)
         if found is None:
@@ -448,18 +453,45 @@ def open_persistence(
         return None
 
 
-def ensure_persistence(store: CacheStore, directory: Path | None = None, budget: int | None = None) -> bool:
-    """Give ``store`` the per-user disk cache on first need; False if it can't be had.
+def configure(store: CacheStore, directory: Path | None = None, budget: int | None = None) -> None:
+    """Where ``store`` keeps persisted entries, for every front end (magics and decorators).
 
-    A failure is said once (one warning), not on every persisted cell after it.
+    A different directory closes the open disk cache, so the next persisted entry opens the
+    new one; a different budget applies at once.
     """
-    if store.persistence is None and directory not in _unavailable.get(store, ()):
-        budget = DEFAULT_DISK_BUDGET if budget is None else budget
+    settings = (directory, DEFAULT_DISK_BUDGET if budget is None else budget)
+    _settings[store] = settings
+    _unavailable.pop(store, None)
+    current = store.persistence
+    if isinstance(current, StorePersistence):
+        if current.directory != (directory or default_cache_dir()):
+            store.persistence = None
+        else:
+            current.disk.budget = settings[1]
+
+
+def ensure_persistence(store: CacheStore) -> bool:
+    """Give ``store`` its disk cache on first need; False if it can't be had.
+
+    A failure is said once (one warning), not on every persisted entry after it.
+    """
+    if store.persistence is None and not _unavailable.get(store):
+        directory, budget = _settings.get(store, (None, DEFAULT_DISK_BUDGET))
         store.persistence = open_persistence(directory, budget, timer=store.now)  # one clock: the store's
         if store.persistence is None:
-            _unavailable.setdefault(store, set()).add(directory)
+            _unavailable[store] = True
     return store.persistence is not None
 
 
-# the directories that could not be opened, per store (weakly: stores come and go in tests)
-_unavailable: weakref.WeakKeyDictionary[CacheStore, set[Path | None]] = weakref.WeakKeyDictionary()
+def open_if_present(store: CacheStore) -> bool:
+    """Open the disk cache only if one was made before (to clear it), never create one."""
+    if store.persistence is None:
+        directory = _settings.get(store, (None, 0))[0] or default_cache_dir()
+        if (directory / "secret.key").exists():
+            return ensure_persistence(store)
+    return store.persistence is not None
+
+
+# per store, weakly (stores come and go in tests): its settings, and whether opening failed
+_settings: weakref.WeakKeyDictionary[CacheStore, tuple[Path | None, int]] = weakref.WeakKeyDictionary()
+_unavailable: weakref.WeakKeyDictionary[CacheStore, bool] = weakref.WeakKeyDictionary()

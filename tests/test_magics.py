@@ -511,3 +511,27 @@ def test_a_cached_value_that_no_longer_loads_is_dropped_and_recomputed(
     assert "_serialize.py" not in "".join(map(str, result.error_in_exec.args))
     assert shell.user_ns["runs"] == [1, 1]  # ... but it was run, not served a broken entry
     assert store.entries() == []
+
+
+def test_decorators_persist_where_the_magics_are_configured_and_clear_empties_the_disk(
+    shell: InteractiveShell, clock: FakeClock, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    from ipycache_ext import cache_data
+
+    folder = Path(str(tmp_path)) / "configured"
+    store = _fresh_kernel(shell, clock, str(folder))
+    run(shell, "%config CacheMagics.disk_budget = 50_000_000")
+    monkeypatch.setattr(cache_data, "store", store)
+
+    @cache_data(persist="disk")
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(21) == 42
+    assert len(list(folder.glob("*.entry"))) == 1  # the configured directory, not the default
+    assert store.stats().disk_budget == 50_000_000
+    store = _fresh_kernel(shell, clock, str(folder))  # a restart: nothing open yet
+    run(shell, "%cache_clear")
+    assert list(folder.glob("*.entry")) == []
