@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from ._errors import UnhashableInputError, UnserializableResultError
+from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._hashing import HashFuncs, Unhashable, _module_is_library, combine, digest, global_names
 from ._persist import ensure_persistence, open_if_present
 from ._serialize import SerializedValue, serialize
@@ -114,6 +115,8 @@ class CachedFunction(Generic[P, R]):
         self._immutables: weakref.WeakKeyDictionary[SerializedValue, Any] = weakref.WeakKeyDictionary()
         self._tasks: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[Lookup]] = {}
         self._tasks_lock = threading.Lock()
+        self._explainer = MissExplainer()
+        self._reasons = threading.local()  # the reason of the miss computing on this thread
         every = {
             "kind": options.kind,
             "group": self._group,
@@ -122,6 +125,7 @@ class CachedFunction(Generic[P, R]):
             "on_release": options.on_release,
             "validate": options.validate,
             "persist": options.persist or None,
+            "miss_reason": self._take_reason,
         }
         # Only the options that are set: every keyword passed costs on the hot path.
         self._store_options: dict[str, Any] = {k: v for k, v in every.items() if v is not None}
@@ -139,7 +143,7 @@ class CachedFunction(Generic[P, R]):
         store = self._resolve_store()
         lookup = store.get_or_create(
             call.key,
-            lambda: self._create(args, kwargs),
+            lambda: self._create(args, kwargs, call),
             label=call.label,
             inputs=call.inputs,
             **self._store_options,
@@ -152,7 +156,7 @@ class CachedFunction(Generic[P, R]):
             _dropped_unloadable(store, call.key, call.label, exc)
             lookup = store.get_or_create(
                 call.key,
-                lambda: self._create(args, kwargs),
+                lambda: self._create(args, kwargs, call),
                 label=call.label,
                 inputs=call.inputs,
                 **self._store_options,
@@ -255,11 +259,22 @@ class CachedFunction(Generic[P, R]):
             ensure_persistence(store)  # on first need: creates the per-user directory and key
         return store
 
-    def _create(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int | None]:
+    def _create(self, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call) -> tuple[Any, int | None]:
         __tracebackhide__ = True
+        self._explain(call)
         with self._spinner():
             value = self._func(*args, **kwargs)
         return self._prepared(value)
+
+    def _explain(self, call: _Call) -> None:
+        """Why this call computes, next to the last call that did (for %cache_info --explain)."""
+        record = KeyRecord(call.key, self._code.current(), call.inputs)
+        previous = self._explainer.remember("last", record)
+        removed = self._resolve_store().removal_reason(previous.key) if previous else None
+        self._reasons.value = describe_miss(previous, record, removed)
+
+    def _take_reason(self) -> str | None:
+        return getattr(self._reasons, "value", None)
 
     def _spinner(self) -> AbstractContextManager[object]:
         shown = self._options.show_spinner
@@ -334,6 +349,7 @@ class CachedFunction(Generic[P, R]):
         self, store: CacheStore, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Lookup:
         __tracebackhide__ = True
+        self._explain(call)
         with self._spinner():
             value = await cast(Callable[..., Any], self._func)(*args, **kwargs)
         prepared = self._prepared(value)

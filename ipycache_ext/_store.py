@@ -334,7 +334,7 @@ class CacheStore:
         on_release: Callable[[Any], Any] | None = None,
         validate: Callable[[Any], Any] | None = None,
         refresh: bool = False,
-        miss_reason: str | None = None,
+        miss_reason: str | Callable[[], str | None] | None = None,
         inputs: Mapping[str, str] | None = None,
         persist: bool = False,
     ) -> Lookup:
@@ -344,7 +344,8 @@ class CacheStore:
         creates it again. ``refresh`` creates a new value even when one is stored, and
         replaces the old one only once the new one exists, so a failure loses nothing.
         ``max_entries`` limits the entries of ``group`` (default: the key itself).
-        ``persist`` (data only) looks for the key in ``self.persistence`` before creating
+        ``miss_reason`` may be a callable, asked after ``create`` ran. ``persist`` (data only)
+        looks for the key in ``self.persistence`` before creating
         it, and saves what it creates there.
         """
         __tracebackhide__ = True  # pytest and IPython leave this frame out of tracebacks
@@ -419,7 +420,7 @@ class CacheStore:
         ttl: float | None,
         max_entries: int | None,
         on_release: Callable[[Any], Any] | None,
-        miss_reason: str | None,
+        miss_reason: str | Callable[[], str | None] | None,
         inputs: Mapping[str, str],
         persist: bool,
         restore: bool,
@@ -442,6 +443,8 @@ class CacheStore:
                     flight.done.set()
                 raise
             elapsed = time.perf_counter() - started
+        if callable(miss_reason):  # worked out by create() itself, only when it runs
+            miss_reason = miss_reason()
         removed: list[tuple[_Entry, str]] = []
         added: _Entry | None = None
         try:

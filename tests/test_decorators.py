@@ -1014,3 +1014,13 @@ def test_the_demo_notebook_runs_and_its_second_call_is_a_hit() -> None:
         if output.get("output_type") == "display_data"
     ]
     assert [output["data"]["text/plain"] for output in spinner] == [""]
+
+
+def test_each_computation_says_why_it_ran(cached: CacheStore) -> None:
+    namespace = define("@cache_data\ndef area(width, height=2):\n    return width * height")
+    area = namespace["area"]
+    area(3)
+    area(5)
+    area(5, height=7)
+    reasons = [entry.miss_reason for entry in cached.entries()]
+    assert reasons == ["first run", "`width` changed", "`height` changed"]
