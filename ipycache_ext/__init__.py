@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     CacheError,
-    ResultTooLargeError,
     UnhashableInputError,
     UnserializableResultError,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "CacheStats",
     "CacheStore",
     "EntryInfo",
-    "ResultTooLargeError",
     "StoreEvent",
     "UnhashableInputError",
     "UnserializableResultError",

@@ -4,8 +4,7 @@
 
     CacheError                         base of everything below
     ├── UnhashableInputError (TypeError)     an input's value can't be turned into a key
-    ├── UnserializableResultError (TypeError) a cache_data result can't be pickled
-    └── ResultTooLargeError                   a result is larger than the whole memory budget
+    └── UnserializableResultError (TypeError) a cache_data result can't be pickled
 
 Each message names the variable or parameter at fault and the way out, because the
 person reading it is in the middle of a notebook and wants to carry on, not debug us.
@@ -38,7 +37,3 @@ class UnserializableResultError(CacheError, TypeError):
         self.what = what
         self.reason = reason
         super().__init__(f"cannot serialize {what} for cache_data ({reason}). {way_out}")
-
-
-class ResultTooLargeError(CacheError):
-    """A result is larger than the memory budget, so caching it would evict it at once."""

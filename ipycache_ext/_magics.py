@@ -317,20 +317,24 @@ class CacheMagics(Magics):
         )
         record = KeyRecord(key, analysis.code_digest, digests, options)
         previous = self._explainer.remember(self._cell_id or label, record)
-        reason: str | None = None
-        if args.refresh:
-            reason = "refresh requested"
-        elif key not in self.store:
+        reasons: list[str] = []
+
+        def explain() -> None:
+            """On a miss only (a hit pays nothing): say why, before the cell runs."""
+            if args.refresh:
+                reasons.append("refresh requested")
+                return
             removed = self.store.removal_reason(previous.key) if previous else None
-            reason = describe_miss(previous, record, removed)
+            reasons.append(describe_miss(previous, record, removed))
             if previous is not None and not args.quiet:
-                print(f"{_PREFIX} recomputing: {reason}")
+                print(f"{_PREFIX} recomputing: {reasons[-1]}")
 
         produced: list[CellResult] = []
         outputs = tuple(names) or analysis.outputs
 
         def create() -> tuple[Any, int | None]:
             __tracebackhide__ = True
+            explain()
             tree = self._shell.transform_ast(
                 self._shell.compile.ast_parse(source)
             )  # fresh: _execute edits it
@@ -362,7 +366,7 @@ class CacheMagics(Magics):
             max_entries=args.max_entries,
             validate=validate,
             refresh=args.refresh,
-            miss_reason=reason,
+            miss_reason=lambda: reasons[-1] if reasons else None,
             inputs=digests,
             persist=kind == "data" and args.persist and self._persistence(),
         )

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ._errors import ResultTooLargeError
 from ._format import format_size
 
 Kind = Literal["data", "resource"]
@@ -508,14 +507,9 @@ class CacheStore:
             if persist and self.persistence is not None:
                 self._forget_on_disk(key)  # a refresh too large to keep: the old file is outdated
             warnings.warn(
-                str(
-                    ResultTooLargeError(
-                        f"{label!r}: the result ({format_size(size)}) is larger than the whole "
-                        f"memory budget ({format_size(self._memory_budget)}), so it was not "
-                        "cached. Raise the budget (e.g. %config CacheMagics.memory_budget = "
-                        "8_000_000_000) to cache it."
-                    )
-                ),
+                f"{label!r}: the result ({format_size(size)}) is larger than the whole memory budget "
+                f"({format_size(self._memory_budget)}), so it was not cached. Raise the budget (e.g. "
+                "%config CacheMagics.memory_budget = 8_000_000_000) to cache it.",
                 RuntimeWarning,
                 stacklevel=3,
             )
