@@ -26,7 +26,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import ipycache_ext
-from ipycache_ext import CacheStore, UnhashableInputError, UnserializableResultError, _decorators, _spinner
+from ipycache_ext import CacheStore, UnhashableInputError, UnserializableResultError, _decorators, _engine, _spinner
 from ipycache_ext._decorators import cache_data, cache_resource
 
 from .conftest import FakeClock
@@ -364,8 +364,8 @@ def test_a_hit_hashes_nothing_again_while_what_the_function_reads_is_unchanged(
         hashed.append(value)
         return real_digest(value, **kwargs)
 
-    real_digest = _decorators.digest
-    monkeypatch.setattr(_decorators, "digest", counting_digest)
+    real_digest = _engine.digest
+    monkeypatch.setattr(_engine, "digest", counting_digest)
     assert [compute(1, label="b") for _ in range(3)] == [2, 2, 2]
     assert hashed == []
     ns["OFFSET"] = 2  # rebinding what the helper reads is seen at once

@@ -283,14 +283,35 @@ def test_failure_line_numbers_match_the_cell(shell: InteractiveShell) -> None:
     assert tb.tb_lineno == 3
 
 
-def test_an_unhashable_input_names_the_variable_and_the_way_out(shell: InteractiveShell) -> None:
+def test_an_unhashable_input_is_keyed_by_its_identity(
+    shell: InteractiveShell, store: CacheStore, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(shell, "import threading\nlock = threading.Lock()")
-    result = shell.run_cell("%%cache_data\nwith lock:\n    v = 1")
-    assert isinstance(result.error_in_exec, UsageError)
-    message = str(result.error_in_exec)
-    assert "`lock`" in message and "--ignore lock" in message and "lock" in message
-    run(shell, "%%cache_data --ignore lock\nwith lock:\n    v = 1")
-    assert shell.user_ns["v"] == 1
+    cell = "%%cache_data\nwith lock:\n    v = 1"
+    run(shell, cell)
+    run(shell, cell)  # the same lock object: a hit
+    assert store.stats().hits == 1
+    (entry,) = store.entries()
+    assert "`lock` keyed by identity" in (entry.miss_reason or "")
+    run(shell, "lock = threading.Lock()")  # another object with the same (unhashable) state
+    capsys.readouterr()
+    run(shell, cell)
+    assert "recomputing: `lock` changed" in capsys.readouterr().out
+    assert store.stats().hits == 1
+
+
+def test_a_cell_that_changes_what_it_reads_on_every_run_says_so_once(shell: InteractiveShell) -> None:
+    run(shell, "calls = []")
+    cell = "%%cache_data\ncalls.append(1)\nn = len(calls)"
+    run(shell, cell)
+    with pytest.warns(RuntimeWarning, match=r"changes `calls`.*on every run.*--ignore calls"):
+        run(shell, cell)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(shell, cell)  # said once only
+    assert shell.user_ns["n"] == 3
 
 
 def test_an_unpicklable_result_says_to_use_cache_resource(shell: InteractiveShell, store: CacheStore) -> None:
@@ -506,7 +527,8 @@ def test_a_cached_value_that_no_longer_loads_is_dropped_and_recomputed(
     cell = "%%cache_data --ignore runs\nimport moving_lib\nruns.append(1)\nthing = moving_lib.Thing()"
     run(shell, cell)
     del sys.modules["moving_lib"].Thing  # an upgrade moved the class: the stored pickle can't load
-    result = shell.run_cell(cell)  # the cell itself now fails too (moving_lib.Thing is gone) ...
+    with pytest.warns(RuntimeWarning, match="could not be loaded .*dropped and computed again"):
+        result = shell.run_cell(cell)  # the cell itself now fails too (moving_lib.Thing is gone) ...
     assert isinstance(result.error_in_exec, AttributeError)
     assert "_serialize.py" not in "".join(map(str, result.error_in_exec.args))
     assert shell.user_ns["runs"] == [1, 1]  # ... but it was run, not served a broken entry

@@ -1,0 +1,276 @@
+"""The cell front end's logic: a cached cell turned into an engine request, and its result served.
+
+``CacheMagics`` parses the magic line; this module does the rest of what a ``%%cache_data``
+or ``%%cache_resource`` cell means: analyze the cell (once per distinct text), gather the
+inputs from the namespace, ask the engine, and present the outcome as a real run would
+(bind, delete, replay output, return the last value). Errors are ``CacheError`` (the magics
+turn them into one-line ``UsageError``) or the user's own exception.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._analysis import CellAnalysis, analyze_tree
+from ._capture import CellResult, replay
+from ._cellrun import CellCode, has_top_level_await, run_cell
+from ._engine import CacheEngine, Outcome, Plan, Request, changed_inputs, unhashable_input
+from ._errors import CacheError, UnhashableInputError, UnserializableResultError
+from ._hashing import MISSING, Unhashable, combine
+from ._report import PREFIX, hit_line
+from ._serialize import SerializedValue, serialize
+from ._store import Kind
+
+_PREPARED_MEMORY = 256  # distinct cell texts whose analysis is remembered
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """A cached cell's magic line, parsed and checked."""
+
+    names: tuple[str, ...] = ()
+    ignore: frozenset[str] = frozenset()
+    ttl: float | None = None
+    max_entries: int | None = None
+    refresh: bool = False
+    quiet: bool = False
+    persist: bool | str = False
+    validate: str | None = None
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedCell:
+    """Everything about a cached cell that depends on its text alone."""
+
+    code: CellCode
+    analysis: CellAnalysis
+    label: str
+    options_digest: str
+    validate: Callable[[CellResult], Any] | None
+
+
+class CachedCells:
+    """Runs cached cells of one shell through the engine."""
+
+    def __init__(self, shell: Any, engine: CacheEngine) -> None:
+        self.shell = shell
+        self.engine = engine
+        self._prepared: OrderedDict[tuple[str, str, str], PreparedCell] = OrderedDict()
+        self._last_after: dict[tuple[str, str], str] = {}  # (origin, input) -> digest after its last run
+
+    # ------------------------------------------------------------------ preparing
+    def prepare(self, kind: Kind, line: str, cell: str, options: CellOptions) -> PreparedCell:
+        """Analyze the cell, once per distinct text (a hit should cost little more than hashing
+        the inputs, and tokenizing, parsing and analyzing the same text again is most of the rest)."""
+        memo_key = (kind, line, cell)
+        prepared = self._prepared.get(memo_key)
+        if prepared is not None:
+            self._prepared.move_to_end(memo_key)
+            return prepared
+        source = self.shell.transform_cell(cell)
+        tree = self.shell.transform_ast(self.shell.compile.ast_parse(source))
+        if has_top_level_await(tree):
+            raise CacheError(
+                "top-level await can't be cached in a cell: put it in an async function and "
+                "cache that with @ipycache_ext.cache_data"
+            )
+        analysis = analyze_tree(tree)
+        outputs = options.names or analysis.outputs
+        prepared = PreparedCell(
+            code=CellCode(source, outputs, analysis.definite, bool(options.names)),
+            analysis=analysis,
+            label=cell_label(cell),
+            options_digest=combine([("names", "\x00".join(options.names))]),
+            validate=self._validator(options.validate) if options.validate else None,
+        )
+        self._prepared[memo_key] = prepared
+        while len(self._prepared) > _PREPARED_MEMORY:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    # ------------------------------------------------------------------ running
+    def run(self, kind: Kind, prepared: PreparedCell, options: CellOptions, origin: str | None,
+            show_hit_line: bool) -> Outcome:  # fmt: skip
+        """Serve the cell from the cache or run it; the namespace ends as after a real run."""
+        __tracebackhide__ = True
+        analysis = prepared.analysis
+        inputs = self._input_values(analysis, options.ignore)
+        code, options_digest = analysis.code_digest, prepared.options_digest
+        group = combine([("kind", kind), ("code", code), ("options", options_digest)])
+        request = Request(
+            kind=kind,
+            origin=origin or prepared.label,
+            label=prepared.label,
+            code=analysis.code_digest,
+            group=group,
+            options=prepared.options_digest,
+            outside=inputs,
+            names=prepared.code.outputs,
+            ttl=options.ttl,
+            max_entries=options.max_entries,
+            validate=prepared.validate,
+            persist=options.persist if kind == "data" else False,
+            depends_on=options.depends_on,
+            unhashable_outside=_unhashable_input,
+        )
+        plan = self.engine.plan(request)
+
+        def compute() -> CellResult:
+            __tracebackhide__ = True
+            return run_cell(self.shell, prepared.code, inputs, lambda now: self._changed(request, plan, now))
+
+        def on_miss(reason: str, repeated: bool) -> None:
+            if repeated and not options.quiet and not options.refresh:
+                print(f"{PREFIX} recomputing: {reason}")
+
+        outcome = self.engine.fetch(
+            request, plan, compute, refresh=options.refresh, on_miss=on_miss, copy_computed=False,
+            prepare=_keep_resource if kind == "resource" else _serialize_result,
+        )  # fmt: skip
+        if not outcome.computed:
+            self._serve(outcome, quiet=options.quiet, show_hit_line=show_hit_line)
+        return outcome
+
+    def _serve(self, outcome: Outcome, *, quiet: bool, show_hit_line: bool) -> None:
+        result: CellResult = outcome.value
+        namespace = self.shell.user_ns
+        namespace.update(result.bindings)
+        for name in result.deleted:
+            namespace.pop(name, None)
+        if show_hit_line and not quiet and outcome.entry is not None:
+            print(hit_line(outcome.entry))
+        replay(result.outputs, self.shell)
+
+    def _changed(self, request: Request, plan: Plan, values: Mapping[str, Any]) -> list[str]:
+        """The inputs the cell changed in place; say once when that means it can never hit."""
+        changed = changed_inputs(self.engine, values, plan.digests)
+        for name in changed:
+            before = plan.digests[name]
+            slot = (request.origin, name)
+            if self._last_after.get(slot) == before:  # changed last run too, from what it is now
+                self.engine.warn_once(
+                    request.origin,
+                    f"self-changing:{name}",
+                    f"{request.label}: the cell changes `{name}`, which it also reads, on every run, "
+                    f"so it can never be served from the cache. Leave `{name}` out of the key "
+                    f"(--ignore {name}) or change a copy of it.",
+                )
+            self._last_after[slot] = self.engine.digest_outside(name, values[name])
+        return changed
+
+    def _input_values(self, analysis: CellAnalysis, ignore: frozenset[str]) -> dict[str, Any]:
+        namespace = self.shell.user_ns
+        hidden = self.shell.user_ns_hidden
+        values: dict[str, Any] = {}
+        for name in analysis.inputs:
+            if name in ignore:
+                continue
+            if name not in namespace:
+                if hasattr(builtins, name):
+                    continue
+                values[name] = MISSING
+                continue
+            value = namespace[name]
+            if name in hidden and hidden[name] is value:
+                continue  # IPython's own In, Out, get_ipython, exit...
+            values[name] = value
+        return values
+
+    def _validator(self, expression: str) -> Callable[[CellResult], Any]:
+        try:
+            code = compile(expression, "<--validate>", "eval")
+        except SyntaxError as exc:
+            raise CacheError(f"--validate {expression!r} is not a Python expression: {exc.msg}") from None
+
+        def validate(result: CellResult) -> Any:
+            return eval(code, self.shell.user_ns, dict(result.bindings))
+
+        return validate
+
+
+def check_names(names: list[str], what: str) -> tuple[str, ...]:
+    """The NAME or --ignore list, each a variable name, without repeats."""
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise CacheError(f"{what} {name!r} is not a variable name")
+    return tuple(dict.fromkeys(names))
+
+
+def cell_label(cell: str) -> str:
+    """The cell's first line of code (comments and blank lines skipped), short."""
+    first = None
+    for line in cell.splitlines():
+        text = line.strip()
+        if text and first is None:
+            first = text
+        if text and not text.startswith("#"):
+            return text if len(text) <= 60 else text[:57] + "..."
+    if first is not None:
+        return first if len(first) <= 60 else first[:57] + "..."
+    return "(empty cell)"
+
+
+def _unhashable_input(name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
+    return unhashable_input(
+        name,
+        value,
+        exc,
+        f"If it does not change the result, leave it out of the key with --ignore {name}.",
+    )
+
+
+def _keep_resource(result: CellResult) -> tuple[Any, int | None]:
+    return result, None
+
+
+def _serialize_result(result: CellResult) -> tuple[SerializedValue, int]:
+    try:
+        payload = serialize(result, "the cell's results")
+    except UnserializableResultError as exc:
+        for name, value in result.bindings.items():  # name the culprit, if one alone is
+            try:
+                serialize(value)
+            except UnserializableResultError as inner:
+                raise UnserializableResultError(
+                    f"`{name}`",
+                    inner.reason,
+                    "Cache the cell with %%cache_resource (objects kept as they are, not copied), "
+                    f"or list only the variables to keep after %%cache_data (leaving out {name}). "
+                    "The cell's variables are set as after a normal run; nothing was cached.",
+                ) from None
+        raise UnserializableResultError(
+            "the cell's output or last value",
+            exc.reason,
+            "Cache the cell with %%cache_resource, or end it with ';' and no expression. "
+            "The cell's variables are set as after a normal run; nothing was cached.",
+        ) from None
+    return payload, payload.nbytes
+
+
+def parse_options(args: Any, kind: Kind, ttl: Callable[[str | None], float | None]) -> CellOptions:
+    """The parsed magic line as options, checked (each error names the option and the way out)."""
+    if args.max_entries is not None and args.max_entries <= 0:
+        raise CacheError(f"--max-entries must be a positive integer, not {args.max_entries}")
+    if kind == "resource" and args.persist:
+        raise CacheError(
+            "%%cache_resource can't --persist: resources are kept as they are, not serialized. "
+            "Persist the data they produce with %%cache_data --persist instead."
+        )
+    share = bool(getattr(args, "share", False))
+    return CellOptions(
+        names=check_names(args.names, "NAME"),
+        ignore=frozenset(check_names(args.ignore, "--ignore")),
+        ttl=ttl(args.ttl),
+        max_entries=args.max_entries,
+        refresh=args.refresh,
+        quiet=args.quiet,
+        persist="team" if share else bool(args.persist),
+        validate=getattr(args, "validate", None) or None,
+        depends_on=tuple(getattr(args, "depends_on", None) or ()),
+    )

@@ -1,0 +1,426 @@
+"""The cache protocol, once, under every front end: request -> key -> fetch -> serve.
+
+The cell magics and the decorators describe what they want cached as a ``Request`` (kind,
+origin, code, the values read from outside, the arguments, options) and a ``compute``
+callable; the engine owns everything between: the key schema, input digests (a cached
+resource by which one it is, an unhashable outside value by identity, an unhashable
+argument as an error), the explanation of a miss, what is kept (the object for a
+resource, its pickle for data), the files and random state the computation depended on,
+serving a fresh copy, and the fallback for a stored value that no longer loads.
+
+Nothing here imports IPython or names a front end: the front ends turn ``CacheError``
+into their own way of saying it (a one-line ``UsageError``, an exception).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# DEPS: the dynamic-dependency layer (files read, random state, environment) plugs in here.
+from . import _deps_hooks as deps
+from ._errors import UnhashableInputError
+from ._explain import KeyRecord, MissExplainer, describe_miss
+from ._hashing import MISSING, HashFuncs, Unhashable, combine, digest
+from ._identity import IdentityTokens, ResourceIndex
+from ._persist import ensure_persistence
+from ._serialize import SerializedValue
+from ._store import CacheStore, EntryInfo, Kind, Lookup
+
+__all__ = ["CacheEngine", "Outcome", "Plan", "Request", "engine_for"]
+
+_TOO_DEEP = "recursion limit"  # in the reason of the Unhashable raised for too deeply nested data
+_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_NOT_FOUND = object()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a front end asks to be cached; everything the key and the entry are made of.
+
+    ``outside`` are values read from outside the computation (a cell's inputs, nothing for
+    a function: its globals are in its ``code``): a cached resource is keyed by which one it
+    is and anything else that can't be hashed by its identity. ``arguments`` are values passed
+    in: one that can't be hashed is an error (``unhashable_argument`` says how to get out).
+    """
+
+    kind: Kind
+    origin: str  # what the caller is across runs: a cell id, a function's qualified name
+    label: str
+    code: str  # digest of the code (a cell's normal form; a function with what it reads)
+    group: str  # the entries that share max_entries
+    scope: str = ""  # part of the key: a function's qualified name; "" for cells (same code, same entry)
+    options: str = ""  # digest of options that change the result (a cell's NAME list)
+    outside: Mapping[str, Any] = field(default_factory=dict)
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    hash_funcs: HashFuncs | None = None
+    unhashable_argument: Callable[[str, Any, Unhashable], Exception] | None = None
+    unhashable_outside: Callable[[str, Any, Unhashable], Exception] | None = None
+    names: tuple[str, ...] = ()
+    ttl: float | None = None
+    max_entries: int | None = None
+    validate: Callable[[Any], Any] | None = None
+    on_release: Callable[[Any], Any] | None = None
+    persist: bool | str = False
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request turned into its key: reusable for as long as its inputs are the same objects."""
+
+    key: str
+    record: KeyRecord
+    digests: Mapping[str, str]  # every input and argument, by name
+    by_identity: tuple[str, ...] = ()  # names keyed by identity: found again only in this kernel
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``fetch`` gives back to the front end to present."""
+
+    value: Any  # the resource itself, a fresh copy of the data, or what compute() produced
+    hit: bool
+    computed: bool  # compute() ran in this call
+    entry: EntryInfo | None
+    key: str
+    reason: str | None = None  # why it was computed (None on a hit)
+    stored: Any = None  # what the store keeps (a pickle for data): ``CacheEngine.load`` copies it
+
+
+class _Context:
+    """The hashing context of one plan: resources by token, other unhashables by identity."""
+
+    def __init__(self, engine: CacheEngine) -> None:
+        self._engine = engine
+        self.by_identity: list[str] = []
+
+    def identity_of(self, value: Any) -> str | None:
+        return self._engine.resources.token(value)
+
+    def unhashable(self, name: str, value: Any, error: Unhashable) -> str | None:
+        self.by_identity.append(name)
+        return self._engine.identities.token(value)
+
+
+class CacheEngine:
+    """The one implementation of the cache protocol, one per store."""
+
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self.resources = ResourceIndex()
+        self.identities = IdentityTokens()
+        self._explainer = MissExplainer()
+        self._immutables: weakref.WeakKeyDictionary[SerializedValue, Any] = weakref.WeakKeyDictionary()
+        self._warned: set[tuple[str, str]] = set()
+        self._warned_lock = threading.Lock()
+        store.subscribe(self.resources.on_event)
+
+    # ------------------------------------------------------------------ keys
+    def digest_outside(self, name: str, value: Any, context: _Context | None = None) -> str:
+        """The digest of a value read from outside: resource token, content, or identity.
+
+        Data too deeply nested to hash is not keyed by identity: it is data, and an in-place
+        change would go unseen; that stays an ``Unhashable`` for the front end to report.
+        """
+        token = self.resources.token(value)
+        if token is not None:
+            return token
+        context = _Context(self) if context is None else context
+        try:
+            return _digest(value, None, context)
+        except Unhashable as exc:
+            if _TOO_DEEP in exc.reason:
+                raise
+            context.by_identity.append(name)
+            return self.identities.token(value)
+
+    def code_digest(self, code_object: Any, hash_funcs: HashFuncs | None, by_identity: list[str]) -> str:
+        """The digest of a function with everything it reads (unhashable globals by identity)."""
+        context = _Context(self)
+        value = _digest(code_object, hash_funcs, context)
+        by_identity.extend(context.by_identity)
+        return value
+
+    def plan(self, request: Request) -> Plan:
+        """The key of a request, and what it was made of (for explaining a later miss)."""
+        context = _Context(self)
+        digests: dict[str, str] = {}
+        for name, value in request.outside.items():
+            try:
+                digests[name] = "missing" if value is MISSING else self.digest_outside(name, value, context)
+            except Unhashable as exc:
+                if request.unhashable_outside is None:
+                    raise
+                raise request.unhashable_outside(name, value, exc) from None
+        arguments: dict[str, str] = {}
+        for name, value in request.arguments.items():
+            try:
+                arguments[name] = _digest(value, request.hash_funcs, context)
+            except Unhashable as exc:
+                if request.unhashable_argument is None:
+                    raise
+                raise request.unhashable_argument(name, value, exc) from None
+        key = combine(
+            [
+                ("kind", request.kind),
+                ("scope", request.scope),
+                ("code", request.code),
+                ("options", request.options),
+                *((f"input:{n}", digests[n]) for n in sorted(digests)),
+                *((f"arg:{n}", d) for n, d in arguments.items()),
+            ]
+        )
+        digests.update(arguments)
+        record = KeyRecord(key, request.code, digests, request.options)
+        return Plan(key, record, digests, tuple(dict.fromkeys(context.by_identity)))
+
+    # ------------------------------------------------------------------ fetching
+    def fetch(
+        self,
+        request: Request,
+        plan: Plan,
+        compute: Callable[[], Any],
+        *,
+        refresh: bool = False,
+        on_miss: Callable[[str, bool], None] | None = None,
+        copy_computed: bool = True,
+        prepare: Callable[[Any], tuple[Any, int | None]] | None = None,
+    ) -> Outcome:
+        """The entry for ``plan``: served if stored (and still valid), else computed and kept.
+
+        ``on_miss(reason, repeated)`` is told why, before ``compute`` runs (``repeated``: the
+        same origin ran before, so the reason is worth saying). ``prepare(value)`` turns what
+        ``compute`` returned into what the store keeps and its size (default: the object for a
+        resource, a pickle for data). ``copy_computed=False`` hands back what ``compute``
+        produced itself (a cell's namespace already holds it) instead of a fresh copy.
+        """
+        __tracebackhide__ = True
+        previous = self._explainer.remember(request.origin, plan.record)
+        produced: list[Any] = []
+        reasons: list[str] = []
+        recorded: list[tuple[Any, ...]] = []
+
+        def create() -> tuple[Any, int | None]:
+            __tracebackhide__ = True
+            if not reasons:
+                removed = self.store.removal_reason(previous.key) if previous else None
+                reasons.append(describe_miss(previous, plan.record, removed))
+                if plan.by_identity:
+                    names = ", ".join(f"`{n}`" for n in plan.by_identity)
+                    reasons[-1] += f" ({names} keyed by identity)"
+            if on_miss is not None:
+                on_miss(reasons[-1], previous is not None)
+            with deps.recording(declared=request.depends_on) as recording:
+                value = compute()
+            recorded.append(recording.dependencies())
+            produced.append(value)
+            return (prepare or self._prepare_default(request.kind))(value)
+
+        if refresh:
+            reasons.append("refresh requested")
+        lookup = self._get_or_create(request, plan, create, refresh, reasons, recorded)
+        if lookup.hit and lookup.entry is not None:
+            changed = deps.first_change(_dependencies(lookup.entry))
+            if changed is not None:  # a file (or the random state...) it read is not what it was
+                reasons.append(changed)
+                lookup = self._get_or_create(request, plan, create, True, reasons, recorded)
+        self._after_fetch(request, plan, lookup)
+        if produced and not copy_computed:
+            reason = reasons[-1] if reasons else None
+            return Outcome(produced[0], False, True, lookup.entry, plan.key, reason, lookup.value)
+        try:
+            value = self.load(request.kind, lookup.value)
+        except Exception as exc:  # stored, but no longer loads (a class it needs moved, say)
+            if produced or request.kind != "data":
+                raise
+            self.store.delete_where(lambda e: e.key == plan.key, "invalid")  # from disk too
+            warnings.warn(
+                f"the cached result of {request.label} could not be loaded ({type(exc).__name__}: "
+                f"{exc}); it was dropped and computed again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.fetch(request, plan, compute, refresh=True, on_miss=on_miss,
+                              copy_computed=copy_computed, prepare=prepare)  # fmt: skip
+        if lookup.hit and lookup.entry is not None:
+            deps.replay_effects(_dependencies(lookup.entry))
+        reason = None if lookup.hit else (reasons[-1] if reasons else None)
+        return Outcome(value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value)
+
+    def peek(self, request: Request, plan: Plan) -> Outcome | None:
+        """Serve a stored entry without computing anything; None when there is none to serve."""
+        if self.store.get(plan.key) is None:
+            return None
+        try:
+            return self.fetch(request, plan, _raise_not_cached)
+        except _NotCached:  # removed meanwhile, validate said no, or a dependency changed
+            return None
+
+    def load(self, kind: Kind, stored: Any) -> Any:
+        """What a caller gets: the resource itself, or a fresh copy of the data.
+
+        Immutable results (numbers, strings, tuples of them) can't be corrupted by the
+        caller, so their one unpickled copy is reused while the entry lives.
+        """
+        if kind == "resource" or not isinstance(stored, SerializedValue):
+            return stored
+        known = self._immutables.get(stored, _NOT_FOUND)
+        if known is not _NOT_FOUND:
+            return known
+        loaded = stored.load()
+        if _is_immutable(loaded):
+            self._immutables[stored] = loaded
+        return loaded
+
+    def warn_once(self, origin: str, what: str, message: str) -> None:
+        """One warning per origin and subject (a cell that can never hit, an identity key on disk)."""
+        with self._warned_lock:
+            if (origin, what) in self._warned:
+                return
+            self._warned.add((origin, what))
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ internals
+    def _get_or_create(  # noqa: PLR0917
+        self,
+        request: Request,
+        plan: Plan,
+        create: Callable[[], tuple[Any, int | None]],
+        refresh: bool,
+        reasons: list[str],
+        recorded: list[tuple[Any, ...]],
+    ) -> Lookup:
+        __tracebackhide__ = True
+        persist = request.persist if request.kind == "data" else False
+        if persist and not ensure_persistence(self.store):
+            persist = False  # said once, by ensure_persistence
+        options: dict[str, Any] = {}
+        if _STORE_TAKES_DEPENDENCIES:
+            options["dependencies"] = lambda: recorded[-1] if recorded else ()
+        if persist:
+            options["persist"] = persist
+        return self.store.get_or_create(
+            plan.key,
+            create,
+            kind=request.kind,
+            label=request.label,
+            names=request.names,
+            group=request.group,
+            ttl=request.ttl,
+            max_entries=request.max_entries,
+            on_release=request.on_release,
+            validate=request.validate,
+            refresh=refresh,
+            miss_reason=lambda: reasons[-1] if reasons else None,
+            inputs=plan.digests,
+            **options,
+        )
+
+    def _after_fetch(self, request: Request, plan: Plan, lookup: Lookup) -> None:
+        if request.kind == "resource" and lookup.entry is not None:
+            value = lookup.value
+            bindings = getattr(value, "bindings", None)  # a cell's results: each name is a resource
+            self.resources.add(plan.key, bindings if isinstance(bindings, Mapping) else {None: value})
+        if request.persist and plan.by_identity and not lookup.hit:
+            names = ", ".join(f"`{n}`" for n in plan.by_identity)
+            self.warn_once(
+                request.origin,
+                "identity-persist",
+                f"{request.label}: {names} can't be hashed and is keyed by its identity, so the "
+                "persisted entry can't be found again after a restart. Say what identifies it with "
+                "hash_funcs (or make it a cached resource) to find it again.",
+            )
+
+    @staticmethod
+    def _prepare_default(kind: Kind) -> Callable[[Any], tuple[Any, int | None]]:
+        if kind == "resource":
+            return lambda value: (value, None)
+        from ._serialize import serialize
+
+        def pickle(value: Any) -> tuple[Any, int | None]:
+            payload = serialize(value)
+            return payload, payload.nbytes
+
+        return pickle
+
+
+class _NotCached(Exception):
+    """Raised by the compute of ``peek``: there was nothing to serve."""
+
+
+def _raise_not_cached() -> Any:
+    raise _NotCached
+
+
+def _dependencies(entry: EntryInfo) -> tuple[Any, ...]:
+    return tuple(getattr(entry, "dependencies", ()))
+
+
+def _digest(value: Any, hash_funcs: HashFuncs | None, context: _Context) -> str:
+    if _ACCEPTS_CONTEXT:
+        return digest(value, hash_funcs=hash_funcs, context=context)  # type: ignore[call-arg]
+    return digest(value, hash_funcs=hash_funcs)
+
+
+def _accepts_context() -> bool:
+    return "context" in inspect.signature(digest).parameters
+
+
+_ACCEPTS_CONTEXT = _accepts_context()
+_STORE_TAKES_DEPENDENCIES = "dependencies" in inspect.signature(CacheStore.get_or_create).parameters
+
+
+def _is_immutable(value: Any, depth: int = 0) -> bool:
+    if type(value) in _IMMUTABLE:
+        return True
+    if type(value) in (tuple, frozenset) and depth < 3:
+        return all(_is_immutable(item, depth + 1) for item in value)
+    return False
+
+
+def unhashable_input(name: str, value: Any, exc: Unhashable, way_out: str) -> UnhashableInputError:
+    """The error for an input that can't be hashed, with the front end's way out."""
+    return UnhashableInputError(name, type(value), f"{exc.value_type.__qualname__}: {exc.reason}", way_out)
+
+
+# one engine per store, for as long as the store lives (it outlives %unload_ext)
+_engines: weakref.WeakKeyDictionary[CacheStore, CacheEngine] = weakref.WeakKeyDictionary()
+_engines_lock = threading.Lock()
+
+
+def engine_for(store: CacheStore) -> CacheEngine:
+    """The engine of ``store`` (created on first use)."""
+    engine = _engines.get(store)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(store)
+            if engine is None:
+                engine = _engines[store] = CacheEngine(store)
+    return engine
+
+
+def changed_inputs(engine: CacheEngine, values: Mapping[str, Any], digests: Mapping[str, str],
+                   skip: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """The inputs among ``values`` whose content is no longer what ``digests`` say."""
+    changed = []
+    for name, value in values.items():
+        if name in skip or value is MISSING or type(value) in _IMMUTABLE:
+            continue
+        if engine.resources.token(value) is not None:
+            continue  # a shared resource: its state is not the computation's result
+        before = digests.get(name)
+        if before is None or before.startswith("identity:"):
+            continue
+        try:
+            now = _digest(value, None, _Context(engine))
+        except Unhashable:
+            continue  # it was hashable before the run; it can't be stored now either
+        if now != before:
+            changed.append(name)
+    return changed

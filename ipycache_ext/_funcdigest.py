@@ -1,0 +1,158 @@
+"""A decorated function's code digest, computed again only when something it reads was rebound.
+
+A cached function is keyed by its code *and everything it reads* (helpers, globals,
+closures, defaults), hashed transitively. Doing that on every call would cost more than
+the hit itself, so the digest is reused while each object it read is still in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import Any
+
+from ._engine import CacheEngine
+from ._errors import UnhashableInputError
+from ._hashing import HashFuncs, Unhashable, _module_is_library, digest, global_names
+
+_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_ABSENT = object()  # a global that is not defined
+
+
+class FunctionDigest:
+    """``digest(func)``, computed again only when something the function reads was rebound.
+
+    Hashing a function walks its code, defaults, closure and every global it reads,
+    transitively: ~15 µs for a one-liner, far more with helpers. Between two calls these
+    are nearly always the very same objects, and for immutable objects (numbers, strings,
+    tuples, code, functions, modules) being the same object means having the same content.
+    So we keep what the digest read and reuse the digest while each object is still in
+    place (one ``is`` per object). When something mutable is in reach (a list, a frame, an
+    instance) it can change without being rebound, and every call hashes afresh.
+    """
+
+    def __init__(self, func: Callable[..., Any], hash_funcs: HashFuncs | None) -> None:
+        self._func = func
+        self._hash_funcs = hash_funcs
+        # (digest, the reads to check, or None when the digest can't be reused)
+        self._state: tuple[str, list[tuple[Callable[[], Any], Any]] | None] | None = None
+        self._engine: CacheEngine | None = None
+        self.by_identity: tuple[str, ...] = ()  # globals keyed by identity (they can't be hashed)
+
+    def current(self, engine: CacheEngine) -> str:
+        state = self._state
+        if engine is not self._engine:
+            state = None  # another store: resource tokens and identities are its own
+        if state is not None and state[1] is not None:
+            for read, seen in state[1]:
+                if read() is not seen:
+                    break
+            else:
+                return state[0]
+        return self._refresh(engine)
+
+    def _refresh(self, engine: CacheEngine) -> str:
+        reads: list[tuple[Callable[[], Any], Any]] = []
+        reusable = self._watch_function(self._func, reads, set())  # before hashing: errs on recomputing
+        by_identity: list[str] = []
+        try:
+            value = engine.code_digest(self._func, self._hash_funcs, by_identity)
+        except Unhashable as exc:
+            raise self._unhashable(exc) from None
+        self._engine = engine
+        self.by_identity = tuple(dict.fromkeys(by_identity))
+        self._state = (value, reads if reusable else None)
+        return value
+
+    def _watch_function(self, func: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]) -> bool:
+        """Record what ``digest`` reads of ``func``; False when something can change in place."""
+        if id(func) in seen or _module_is_library(getattr(func, "__module__", None) or ""):
+            return True  # library functions are hashed by name and version
+        if not isinstance(func, types.FunctionType):
+            return False  # a callable object: hashed by content, which can change in place
+        seen.add(id(func))
+        for attribute in ("__code__", "__defaults__", "__kwdefaults__"):
+            reads.append((functools.partial(getattr, func, attribute), getattr(func, attribute)))
+        if not self._watch_value(func.__defaults__, reads, seen):
+            return False
+        kwdefaults = func.__kwdefaults__ or {}
+        reads.append((functools.partial(len, kwdefaults), len(kwdefaults)))
+        for name, value in kwdefaults.items():
+            reads.append((functools.partial(kwdefaults.get, name, _ABSENT), value))
+            if not self._watch_value(value, reads, seen):
+                return False
+        for cell in func.__closure__ or ():
+            value = _cell_contents(cell)
+            reads.append((functools.partial(_cell_contents, cell), value))
+            if not self._watch_value(value, reads, seen):
+                return False
+        namespace = func.__globals__
+        for name in global_names(func.__code__):
+            value = namespace.get(name, _ABSENT)
+            reads.append((functools.partial(namespace.get, name, _ABSENT), value))
+            if value is not _ABSENT and not self._watch_value(value, reads, seen):
+                return False
+        return True
+
+    def _watch_value(self, value: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]) -> bool:
+        if type(value) in _IMMUTABLE or value is Ellipsis:
+            return True
+        if isinstance(value, types.ModuleType):
+            return _module_is_library(value.__name__)  # a local module's source can change
+        if isinstance(value, types.BuiltinFunctionType):  # len: by name; {}.get: by its dict
+            return value.__self__ is None or isinstance(value.__self__, types.ModuleType)
+        if isinstance(value, types.FunctionType):
+            return self._watch_function(value, reads, seen)
+        if hasattr(value, "__wrapped__") and hasattr(value, "_identity"):
+            return self._watch_function(value.__wrapped__, reads, seen)
+        if type(value) in (tuple, frozenset):
+            return all(self._watch_value(item, reads, seen) for item in value)
+        if isinstance(value, type):
+            return _module_is_library(value.__module__)  # a notebook class can be changed in place
+        return False
+
+    def _unhashable(self, exc: Unhashable) -> UnhashableInputError:
+        """Name the global (or closure variable) the function reads that can't be hashed."""
+        func = self._func
+        name = getattr(func, "__qualname__", repr(func)).rsplit("<locals>.", 1)[-1]
+        suspects: list[tuple[str, Any]] = []
+        if isinstance(func, types.FunctionType):
+            namespace, code = func.__globals__, func.__code__
+            suspects += [(n, namespace[n]) for n in global_names(code) if n in namespace]
+            cells = zip(code.co_freevars, func.__closure__ or (), strict=False)
+            suspects += [(n, _cell_contents(c)) for n, c in cells]
+        for variable, value in suspects:
+            try:
+                digest(value, hash_funcs=self._hash_funcs)
+            except Unhashable:
+                return UnhashableInputError(
+                    variable,
+                    type(value),
+                    f"{exc.value_type.__qualname__}: {exc.reason}",
+                    f"{name} reads `{variable}`, so its value is part of the key. Pass it as a "
+                    f"parameter named `_{variable}` to leave it out, or say what identifies it "
+                    f"with hash_funcs={{{type_name(type(value))}: lambda value: ...}}.",
+                )
+        return UnhashableInputError(
+            name,
+            type(func),
+            f"{exc.value_type.__qualname__}: {exc.reason}",
+            "Its defaults or the values it reads can't be hashed: pass them as parameters named "
+            "with a leading underscore, or give hash_funcs for their type.",
+        )
+
+
+def _cell_contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # not bound yet
+        return _ABSENT
+
+
+def type_name(cls: type) -> str:
+    return (
+        cls.__qualname__
+        if cls.__module__ in ("builtins", "__main__")
+        else f"{cls.__module__}.{cls.__qualname__}"
+    )
