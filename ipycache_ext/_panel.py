@@ -23,6 +23,7 @@ nobody sees it: re-running ``%cache_panel`` leaves no thread behind.
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import weakref
@@ -30,25 +31,17 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_string import LabelStyle
 
-from ._format import format_duration, format_size
+from ._format import plural
+from ._panel_chart import chart_html
+from ._panel_rows import PanelRow, SharedLayouts, header_grid, user_module_test
+from ._report import EMPTY, summary_line
 from ._store import CacheStats, CacheStore, EntryInfo, Kind, StoreEvent, get_store
 
 __all__ = ["CachePanel", "PanelRow"]
 
 _log = logging.getLogger(__name__)
 
-# (column, header text, CSS width): one shared Layout per column keeps the rows aligned.
-_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("label", "entry", ""),
-    ("kind", "kind", "72px"),
-    ("names", "names", "140px"),
-    ("size", "size", "80px"),
-    ("age", "age", "72px"),
-    ("ttl", "TTL left", "80px"),
-    ("hits", "hits", "48px"),
-)
 FILTERS: tuple[str, ...] = ("all", "data", "resource")
 # sort value -> (label in the dropdown, sort key, largest first?)
 _SORTS: dict[str, tuple[str, Callable[[EntryInfo], Any], bool]] = {
@@ -60,83 +53,21 @@ _SORTS: dict[str, tuple[str, Callable[[EntryInfo], Any], bool]] = {
 _COALESCE_SECONDS = 0.05  # after a store event, wait this long so a burst becomes one refresh
 
 
-def row_texts(entry: EntryInfo, now: float) -> dict[str, str]:
-    """The text of each column of an entry's row at time ``now``."""
-    ttl = entry.ttl_left(now)
-    return {
-        "label": entry.label,
-        "kind": entry.kind + (" · disk" if entry.persisted else ""),
-        "names": ", ".join(entry.names) or "-",
-        "size": format_size(entry.size),
-        "age": format_duration(now - entry.created),
-        "ttl": "no expiry" if ttl is None else format_duration(ttl),
-        "hits": str(entry.hits),
-    }
-
-
 def header_text(stats: CacheStats, entries: int, shown: int, matching: int) -> str:
-    """The summary line; says when the kind filter or the page size hides entries."""
-    text = (
-        f"{entries} entries · memory {format_size(stats.data_bytes)} / "
-        f"{format_size(stats.memory_budget)} · {stats.hits} hits / {stats.misses} misses · "
-        f"{format_duration(stats.time_saved)} saved"
-    )
-    if stats.disk_budget:
-        text += f" · disk {format_size(stats.disk_bytes)} / {format_size(stats.disk_budget)}"
+    """The summary line (as ``%cache_info`` says it); says when the filter or the page size hides entries."""
+    text = summary_line(stats)
     if shown < matching:
         text += f" · showing {shown} of {matching}"
     if matching < entries:
-        text += f" · {entries - matching} hidden by the filter"
+        text += f" · {plural(entries - matching, 'entry', 'entries')} hidden by the filter"
     return text
 
 
-class PanelRow:
-    """The widgets of one entry's row, kept while the entry lives so a tick only sends changed text."""
-
-    def __init__(
-        self,
-        key: str,
-        shared: dict[str, Any],
-        on_delete: Callable[[str], None],
-    ) -> None:
-        self.key = key
-        self.cells: dict[str, Any] = {
-            name: widgets.Label(layout=shared[name], style=shared["label_style"]) for name, _, _ in _COLUMNS
-        }
-        self.cells["ttl"].add_class("ipycache-ttl")
-        self.delete_button = widgets.Button(
-            icon="trash", tooltip="Delete this entry", layout=shared["delete"], style=shared["button_style"]
-        )
-        self.delete_button.add_class("ipycache-delete")
-        self.delete_button.on_click(lambda _button: on_delete(key))
-        self.box = widgets.HBox([*self.cells.values(), self.delete_button], layout=shared["row"])
-        self.box.add_class("ipycache-entry")
-
-    @property
-    def texts(self) -> dict[str, str]:
-        """What the row shows now, column by column."""
-        return {name: str(cell.value) for name, cell in self.cells.items()}
-
-    @property
-    def ttl(self) -> str:
-        """The TTL text (e.g. ``'1m 59s'`` or ``'no expiry'``)."""
-        return str(self.cells["ttl"].value)
-
-    def show(self, texts: dict[str, str]) -> None:
-        """Assign only the texts that changed: each assignment is a message to the page."""
-        for name, text in texts.items():
-            cell = self.cells[name]
-            if cell.value != text:
-                cell.value = text
-        if self.cells["label"].tooltip != texts["label"]:
-            self.cells["label"].tooltip = texts["label"]  # the full label when it is cut off
-
-    def close(self) -> None:
-        """Close this row's widgets; the panel closes the shared layouts and styles."""
-        self.box.close()
-        self.delete_button.close()
-        for cell in self.cells.values():
-            cell.close()
+def empty_text(kind: Kind | None, entries: int) -> str:
+    """What the list says when it shows no row: an empty cache, or a filter that hides every entry."""
+    if entries == 0:
+        return EMPTY
+    return f"No {kind} entries: {plural(entries, 'entry', 'entries')} hidden by the kind filter."
 
 
 class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -173,16 +104,8 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._unsubscribe: Callable[[], None] | None = None  # None: paused or closed
         self._ready = False  # close() from __del__ of a half-built panel has nothing of ours to stop
 
-        # Layouts and styles are widgets too (a comm each): rows share them.
-        self._shared: dict[str, Any] = {
-            name: widgets.Layout(width=width) if width else widgets.Layout(flex="1 1 auto", min_width="160px")
-            for name, _, width in _COLUMNS
-        }
-        self._shared["delete"] = widgets.Layout(width="40px")
-        self._shared["row"] = widgets.Layout(align_items="center")
-        self._shared["label_style"] = LabelStyle()
-        self._shared["button_style"] = widgets.ButtonStyle()
-        self.header = widgets.Label()
+        self._shared = SharedLayouts()  # layouts and styles are widgets too: rows share them
+        self.header = widgets.HTML()  # HTML, not Label: the summary wraps on a narrow page
         self.header.add_class("ipycache-header")
         self.kind_filter = widgets.Dropdown(options=FILTERS, value="all", description="kind")
         self.kind_filter.add_class("ipycache-filter")
@@ -197,23 +120,20 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.more_button = widgets.Button(description=f"Show {page_size} more")
         self.more_button.add_class("ipycache-more")
         self.more_button.layout.display = "none"
-        self._empty = widgets.Label("(the cache is empty)")
+        self._empty = widgets.Label(EMPTY)
         self._empty.add_class("ipycache-empty")
-        self._columns = widgets.HBox(
-            [
-                widgets.Label(title, layout=self._shared[name], style={"font_weight": "bold"})
-                for name, title, _ in _COLUMNS
-            ],
-            layout=self._shared["row"],
-        )
-        self._columns.add_class("ipycache-columns")
-        self._list = widgets.VBox([self._empty])
+        self._columns = header_grid(self._shared)
+        self.chart = widgets.HTML()
+        self.chart.add_class("ipycache-chart")
+        self._list = widgets.VBox([self._empty], layout=widgets.Layout(width="100%"))
         self._list.add_class("ipycache-entries")
         self._controls = widgets.HBox([self.kind_filter, self.sort_by, self.clear_button])
 
-        kwargs.setdefault("layout", widgets.Layout(padding="4px"))
+        kwargs.setdefault("layout", widgets.Layout(padding="4px", width="100%"))
         kwargs["_view_count"] = 0  # 0, not None: the page then reports how many views show us
-        super().__init__([self.header, self._controls, self._columns, self._list, self.more_button], **kwargs)
+        super().__init__(
+            [self.header, self.chart, self._controls, self._columns, self._list, self.more_button], **kwargs
+        )
         self.add_class("ipycache-panel")
 
         self.kind_filter.observe(self._on_view_change, names="value")
@@ -268,13 +188,14 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             _, sort_key, largest_first = _SORTS[self.sort_by.value]
             matching.sort(key=sort_key, reverse=largest_first)
             visible = matching[: self._limit]
+            is_module = user_module_test()
 
             boxes = []
             for entry in visible:
                 row = self._rows.get(entry.key)
                 if row is None:
                     row = self._rows[entry.key] = PanelRow(entry.key, self._shared, self._on_delete)
-                row.show(row_texts(entry, now))
+                row.show(entry, now, is_module)
                 boxes.append(row.box)
             self._shown = [entry.key for entry in visible]
             children = tuple(boxes) if boxes else (self._empty,)
@@ -285,10 +206,19 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             for key in [k for k in self._rows if k not in live]:
                 self._rows.pop(key).close()
 
-            self.header.value = header_text(stats, len(everything), len(visible), len(matching))
+            header = html.escape(header_text(stats, len(everything), len(visible), len(matching)))
+            if self.header.value != header:
+                self.header.value = header
+            if not matching:
+                self._empty.value = empty_text(kind, len(everything))
+            chart = chart_html(everything, stats.memory_budget)
+            if self.chart.value != chart:
+                self.chart.value = chart
             hidden = len(matching) - len(visible)
             self.more_button.layout.display = None if hidden > 0 else "none"
-            self.clear_button.description = "Clear all" if kind is None else f"Clear all {kind}"
+            self.clear_button.description = {None: "Clear all", "data": "Clear all data"}.get(
+                kind, "Clear all resources"
+            )
             self.clear_button.disabled = not matching
 
     def _kind(self) -> Kind | None:
@@ -380,7 +310,7 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _parts(self) -> list[Any]:
         """Every widget the panel made apart from the rows, with their own layouts and styles."""
         made: list[Any] = [*self.children, *self._controls.children, *self._columns.children]
-        made += [self._empty, self.layout, *self._shared.values()]
+        made += [self._empty, self._list.layout, self.layout, *self._shared.all()]
         parts: list[Any] = []
         for widget in made:
             for part in (widget, getattr(widget, "layout", None), getattr(widget, "style", None)):

@@ -98,13 +98,14 @@ def test_rows_appear_with_label_kind_names_size_age_ttl_and_hits(
     }
     assert panel.rows["b"].ttl == "no expiry"
     assert panel.rows["b"].texts["kind"] == "resource"
+    assert panel.rows["b"].texts["size"] == "shared"  # a resource is kept as is, not measured
 
     clock.advance(20)
     put(store, "a")  # a hit
     panel.refresh()
     assert panel.rows["a"].texts["hits"] == "1"
     assert panel.rows["a"].texts["age"] == "20s"
-    assert panel.header.value.startswith("2 entries · memory 2.0 KiB / 64.0 MiB · 1 hits / 2 misses")
+    assert panel.header.value.startswith("2 entries · memory 2.0 KiB of 64.0 MiB · 1 hit / 2 misses")
 
 
 def test_ttl_counts_down_and_the_row_vanishes_at_expiry(
@@ -157,7 +158,10 @@ def test_a_row_of_a_removed_entry_is_closed(store: CacheStore, panel: CachePanel
     store.delete("a")
     panel.refresh()
     assert "a" not in panel.rows
-    assert all(widget.comm is None for widget in [row.box, row.delete_button, *row.cells.values()])
+    assert all(
+        widget.comm is None
+        for widget in [row.box, row.grid, row.expand_button, row.delete_button, *row.cells.values()]
+    )
 
 
 # ----------------------------------------------------------------- buttons
@@ -185,7 +189,7 @@ def test_clear_all_under_a_kind_filter_drops_only_what_is_shown(store: CacheStor
     put(store, "a")
     put(store, "b", kind="resource")
     panel.kind_filter.value = "resource"
-    assert panel.clear_button.description == "Clear all resource"
+    assert panel.clear_button.description == "Clear all resources"
     panel.clear_button.click()
     assert [e.key for e in store.entries()] == ["a"]
 
@@ -197,7 +201,7 @@ def test_the_kind_filter_shows_one_kind(store: CacheStore, panel: CachePanel) ->
     put(store, "c")
     panel.kind_filter.value = "data"
     assert list(panel.rows) == ["a", "c"]
-    assert "1 hidden by the filter" in panel.header.value
+    assert "1 entry hidden by the filter" in panel.header.value
     panel.kind_filter.value = "resource"
     assert list(panel.rows) == ["b"]
     panel.kind_filter.value = "all"
@@ -262,7 +266,7 @@ def test_stable_css_classes(store: CacheStore, panel: CachePanel) -> None:
     assert "ipycache-ttl" in row.cells["ttl"]._dom_classes
     assert "ipycache-delete" in row.delete_button._dom_classes
     assert "ipycache-clear-all" in panel.clear_button._dom_classes
-    assert row.box in panel.children[3].children
+    assert row.box in panel._list.children
 
 
 def test_the_panel_renders_as_a_widget_view(panel: CachePanel) -> None:
@@ -396,7 +400,7 @@ def test_cache_panel_in_a_terminal_prints_the_info_table(
     result = shell.run_line_magic("cache_panel", "")
     assert result is None
     out = capsys.readouterr().out
-    assert "1 entries" in out
+    assert "1 entry ·" in out
     assert "x = 1" in out
     assert "1m 00s" in out
 
@@ -412,6 +416,6 @@ def test_persisted_entries_and_disk_use_are_shown(store: CacheStore, tmp_path: A
     try:
         panel.refresh()
         assert panel.rows["k1"].texts["kind"] == "data · disk"
-        assert "· disk " in panel.header.value and "/ 10.0 GiB" in panel.header.value
+        assert "· disk " in panel.header.value and "of 10.0 GiB" in panel.header.value
     finally:
         panel.close()
