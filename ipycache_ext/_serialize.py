@@ -12,6 +12,12 @@ nothing is copied until somebody writes, so a hit on a 1 GB frame costs millisec
 k hits read in full share the same physical pages. Elsewhere, and for small buffers, each
 load copies the buffers into fresh ``bytearray`` objects.
 
+Memory is freed buffer by buffer. When the store drops an entry while hits still map some
+of its buffers (say one 50 MB column kept from a 477 MB frame), the pages of every buffer
+nobody maps are given back at once (``fallocate(PUNCH_HOLE)``), and each remaining one as
+its last mapping goes; the descriptor is closed at once (a shared mapping of the file keeps
+what is left reachable for the punching). ``held_bytes`` says how much is still mapped.
+
 numpy pickles datetime64/timedelta64 arrays in-band; they are reduced here to their int64
 view so they travel out-of-band like any other numeric array.
 """
@@ -26,6 +32,7 @@ import os
 import pickle
 import resource
 import sys
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +46,8 @@ PROTOCOL = 5
 # Below this a buffer is copied on load: a mapping per small array would cost more than the copy.
 MAP_THRESHOLD = 256 * 1024
 _PAGE = mmap.PAGESIZE
+# Descriptors always left to the rest of the process (or a 16th of the limit, if more).
+DESCRIPTOR_HEADROOM = 32
 
 
 class SerializedValue:
@@ -52,6 +61,13 @@ class SerializedValue:
         self._layout = layout
         self._small = small
         self._memfile = memfile
+        if memfile is not None:  # once nobody holds this value, free what no hit still maps
+            weakref.finalize(self, memfile.orphan)
+
+    @property
+    def memory_file(self) -> _MemFile | None:
+        """The memory file of the large buffers (None when they are plain copies)."""
+        return self._memfile
 
     @property
     def nbytes(self) -> int:
@@ -99,24 +115,31 @@ class SerializedValue:
 
 
 class _MemFile:
-    """An anonymous memory file holding an entry's large buffers; closed when dropped."""
+    """An anonymous memory file holding an entry's large buffers.
 
-    live = 0  # memory files open now: each holds a file descriptor
+    Alive while its ``SerializedValue`` or any mapping of it is. Once the value is gone
+    (``orphan``), each buffer's pages are punched out as soon as no mapping uses them, so
+    a kept slice holds its own buffer and nothing else; the descriptor is closed then.
+    """
+
+    live = 0  # memory files with an open descriptor now
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC)
+        self._handle = _Handle(self.fd, size)
         _MemFile.live += 1
-        self._finalizer = weakref.finalize(self, _MemFile._close, self.fd)
+        self._finalizer = weakref.finalize(self, self._handle.close)
+        self._lock = threading.RLock()  # finalizers run on any thread, even inside this lock
+        self._buffers: dict[int, int] = {}  # offset -> length rounded up to pages
+        self._mapped: dict[int, int] = {}  # offset -> live mappings
+        self._orphaned = False
+        self.held = 0  # bytes of buffers still mapped after orphan()
         os.ftruncate(self.fd, size)
-
-    @staticmethod
-    def _close(fd: int) -> None:
-        _MemFile.live -= 1
-        os.close(fd)
 
     def write(self, offset: int, data: memoryview) -> None:
         view = data.cast("B")
+        self._buffers[offset] = -(-view.nbytes // _PAGE) * _PAGE
         written = 0
         while written < view.nbytes:  # pwrite may write less than asked
             written += os.pwrite(self.fd, view[written:], offset + written)
@@ -128,19 +151,114 @@ class _MemFile:
         mapping: a kernel holding a few hundred hits would run out of file descriptors.
         """
         assert _libc is not None
-        address = _libc.mmap(
-            None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, self.fd, offset
-        )
-        if address is None or address == _MAP_FAILED:
-            error = ctypes.get_errno()
-            raise OSError(error, f"mmap of a cached buffer failed: {os.strerror(error)}")
+        with self._lock:
+            if self._handle.fd < 0:
+                raise OSError(9, "the memory file of this value was released")
+            address = _libc.mmap(
+                None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, self._handle.fd, offset
+            )
+            if address is None or address == _MAP_FAILED:
+                error = ctypes.get_errno()
+                raise OSError(error, f"mmap of a cached buffer failed: {os.strerror(error)}")
+            self._mapped[offset] = self._mapped.get(offset, 0) + 1
         memory = (ctypes.c_char * length).from_address(address)
-        unmap = weakref.finalize(memory, _libc.munmap, address, length)
+        unmap = weakref.finalize(memory, self._unmapped, address, length, offset)
         unmap.atexit = False  # at exit the OS unmaps; a late reader must not find it gone
         return memoryview(memory).cast("B")
 
+    def _unmapped(self, address: int, length: int, offset: int) -> None:
+        assert _libc is not None
+        _libc.munmap(address, length)
+        with self._lock:
+            self._mapped[offset] -= 1
+            if self._mapped[offset] == 0 and self._orphaned:
+                self._punch(offset)
+                self.held -= self._buffers.get(offset, 0)
+                _held.add(-self._buffers.get(offset, 0))
+
+    def orphan(self) -> None:
+        """Nobody holds the value any more: free every buffer no mapping uses, and the descriptor."""
+        with self._lock:
+            if self._orphaned:
+                return
+            self._orphaned = True
+            for offset in self._buffers:
+                if self._mapped.get(offset, 0) == 0:
+                    self._punch(offset)
+                else:
+                    self.held += self._buffers[offset]
+            _held.add(self.held)
+            self._handle.keep_pages_without_descriptor(self.held > 0)
+
+    def _punch(self, offset: int) -> None:
+        self._handle.punch(offset, self._buffers.get(offset, 0))
+
     def close(self) -> None:
         self._finalizer()
+
+
+class _Handle:
+    """The descriptor (and, once it is closed, a shared mapping) behind a memory file.
+
+    Apart from ``_MemFile`` so that its finalizer can close it without keeping the file alive.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.shared: int | None = None  # address of a shared mapping of the whole file
+
+    def keep_pages_without_descriptor(self, needed: bool) -> None:
+        """Close the descriptor; keep a shared mapping to punch later if pages are still mapped."""
+        if needed and _libc is not None and self.fd >= 0:
+            address = _libc.mmap(
+                None, self.size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, self.fd, 0
+            )
+            if address is None or address == _MAP_FAILED:
+                return  # keep the descriptor: it is closed with the file
+            self.shared = address
+        self._close_fd()
+
+    def punch(self, offset: int, length: int) -> None:
+        """Give the pages of one buffer back to the system (best effort: they go with the file anyway)."""
+        if _libc is None or length <= 0:
+            return
+        if self.fd >= 0:
+            _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+        elif self.shared is not None:
+            _libc.madvise(self.shared + offset, length, _MADV_REMOVE)
+
+    def _close_fd(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            _MemFile.live -= 1
+            os.close(fd)
+
+    def close(self) -> None:
+        self._close_fd()
+        if self.shared is not None and _libc is not None:
+            address, self.shared = self.shared, None
+            _libc.munmap(address, self.size)
+
+
+class _HeldBytes:
+    """Bytes of dropped values that live hits still map (all stores of the process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self.value += delta
+
+
+_held = _HeldBytes()
+
+
+def held_bytes() -> int:
+    """Memory of values no longer stored that live results still map (their pages are theirs)."""
+    return _held.value
 
 
 def _fresh_copy(data: bytes) -> Any:
@@ -168,6 +286,10 @@ def _load_libc() -> Any:
         )
         libc.munmap.restype = ctypes.c_int
         libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        libc.fallocate.restype = ctypes.c_int
+        libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        libc.madvise.restype = ctypes.c_int
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     except (OSError, AttributeError):
         return None
     return libc
@@ -175,6 +297,9 @@ def _load_libc() -> Any:
 
 _libc = _load_libc()
 _MAP_FAILED = ctypes.c_void_p(-1).value
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 
 
 def _memfd_available() -> bool:
@@ -230,7 +355,7 @@ def _pack(meta: bytes, views: list[memoryview], mapping: bool) -> SerializedValu
     If the memory file can't be made or filled (no descriptors left, no shared memory
     left), the buffers are kept as plain copies instead: slower hits, same results.
     """
-    if mapping and _MemFile.live < _memfile_limit():
+    if mapping and _MemFile.live < _memfile_limit() and _descriptors_to_spare():
         try:
             return _layout(meta, views, map_large=True)
         except OSError:
@@ -270,6 +395,25 @@ def _memfile_limit() -> int:
     except (OSError, ValueError):
         return 256
     return 256 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
+
+
+def _descriptors_to_spare() -> bool:
+    """True when a memory file leaves the process (not only the cache) enough descriptors.
+
+    Counted against every descriptor in use (the user's files, sockets, the kernel's own),
+    so the user's next ``open()`` still works when the limit is close.
+    """
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return True
+    if soft == resource.RLIM_INFINITY:
+        return True
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return True  # no /proc: the quarter-of-the-limit rule alone
+    return in_use + max(DESCRIPTOR_HEADROOM, soft // 16) < soft
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The kernel-wide cache store: entries, TTL, LRU limits, memory budget, statistics, events.
+"""The kernel-wide cache store: one lock around an entry table, single flight, events, tiers.
 
 The store knows nothing of IPython, widgets, cells or functions. Front ends (the cell
 magics, the decorators, the panel) hand it a key that they built and a ``create``
@@ -10,7 +10,13 @@ callable; the store decides whether to call it and guarantees that:
 - every resource that leaves the store is passed to its ``on_release`` exactly once,
   outside the store's lock, and a hook that raises is reported, not propagated;
 - the memory budget and the ``max_entries`` limits hold after every operation, evicting
-  the least recently used entries first.
+  the least recently used entries first, without walking the other entries;
+- a persistent tier that fails costs a warning, never a cell, ``stats()`` or ``clear()``.
+
+Each job has its own module: ``_table`` (entries, LRU indexes, budget, limits),
+``_expiry`` (the expiry heap and thread), ``_flight`` (single flight), ``_events``
+(subscribers), ``_tier`` (the guarded persistent tiers), ``_stats`` (counters). This
+module holds them together under one lock and keeps the import path of every name.
 
 The clock is a constructor argument (as in cachetools' ``TTLCache``) so tests tick a fake
 timer instead of sleeping; it is wall-clock time by default because expiry times are
@@ -23,170 +29,38 @@ import os
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any
 
+from ._entry import KINDS, Dependencies, Entry, EntryInfo, Kind, Lookup, Where
+from ._events import StoreEvent, Subscribers
+from ._expiry import ExpiryThread
+from ._flight import Flight, Flights
 from ._format import format_size
+from ._serialize import held_bytes
+from ._stats import CacheStats, Counters
+from ._table import EntryTable, Removed
+from ._tier import DROP_FROM_TIERS, Persistence, Restored, Tier
 
-Kind = Literal["data", "resource"]
-KINDS: tuple[Kind, ...] = ("data", "resource")
+__all__ = [
+    "KINDS",
+    "CacheStats",
+    "CacheStore",
+    "Cleared",
+    "EntryInfo",
+    "Kind",
+    "Lookup",
+    "Persistence",
+    "Restored",
+    "StoreEvent",
+    "Where",
+    "default_memory_budget",
+    "get_store",
+]
+
 Timer = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class EntryInfo:
-    """A snapshot of one entry, safe to keep and show: it never changes after it is taken."""
-
-    key: str
-    kind: Kind
-    label: str
-    names: tuple[str, ...]
-    size: int | None
-    created: float
-    expires: float | None
-    hits: int
-    compute_seconds: float
-    last_used: float
-    group: str
-    miss_reason: str | None = None
-    inputs: Mapping[str, str] = field(default_factory=dict)
-    persisted: bool = False
-
-    def ttl_left(self, now: float) -> float | None:
-        """Seconds until expiry (0 when due), or None when the entry never expires."""
-        return None if self.expires is None else max(0.0, self.expires - now)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    """Counters since the store was created (or since ``reset_stats``)."""
-
-    entries: int
-    data_entries: int
-    resource_entries: int
-    data_bytes: int
-    memory_budget: int
-    hits: int
-    misses: int
-    time_saved: float
-    evictions: int
-    expirations: int
-    disk_bytes: int = 0
-    disk_budget: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreEvent:
-    """What changed: ``action`` is ``"added"``, ``"hit"`` or ``"removed"``.
-
-    ``reason`` says why an entry was removed: ``"expired"``, ``"evicted"`` (LRU, budget or
-    max entries), ``"deleted"``, ``"cleared"``, ``"invalid"`` (validate said no),
-    ``"replaced"`` or ``"closed"``.
-    """
-
-    action: Literal["added", "hit", "removed"]
-    key: str
-    kind: Kind
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """The answer of ``get_or_create``: the stored value, whether it was a hit, and the entry.
-
-    ``entry`` is None when the value was computed but could not be kept (larger than the
-    whole memory budget); the value is still good to hand to the caller.
-    """
-
-    value: Any
-    hit: bool
-    entry: EntryInfo | None
-
-
-@dataclass
-class _Entry:
-    key: str
-    kind: Kind
-    label: str
-    names: tuple[str, ...]
-    group: str
-    value: Any
-    size: int | None
-    created: float
-    expires: float | None
-    compute_seconds: float
-    on_release: Callable[[Any], Any] | None
-    miss_reason: str | None
-    inputs: Mapping[str, str]
-    hits: int = 0
-    last_used: float = 0.0
-    persisted: bool = False
-
-    def snapshot(self) -> EntryInfo:
-        return EntryInfo(
-            key=self.key,
-            kind=self.kind,
-            label=self.label,
-            names=self.names,
-            size=self.size,
-            created=self.created,
-            expires=self.expires,
-            hits=self.hits,
-            compute_seconds=self.compute_seconds,
-            last_used=self.last_used,
-            group=self.group,
-            miss_reason=self.miss_reason,
-            inputs=self.inputs,
-            persisted=self.persisted,
-        )
-
-
-@dataclass(frozen=True)
-class Restored:
-    """An entry found again by the persistence layer (after a restart, or from another kernel)."""
-
-    value: Any
-    size: int | None
-    created: float
-    expires: float | None
-    compute_seconds: float
-
-
-class Persistence(Protocol):
-    """Where persisted data entries are kept beyond the kernel (see ``_persist.py``).
-
-    The store asks it on a miss of a persisted key, tells it about every new persisted
-    entry, and about every entry that must not be found again (deleted, cleared, expired,
-    invalid). It never hands it resources.
-    """
-
-    def load(self, key: str) -> Restored | None: ...
-
-    def save(self, key: str, value: Any, entry: EntryInfo) -> bool: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def clear(self) -> int: ...
-
-    def usage(self) -> tuple[int, int]: ...
-
-
-# Removals after which a persisted entry must not be found again on disk. Not "evicted"
-# (memory pressure is no reason to forget it), "closed" (the kernel stops: that is what
-# persistence is for) or "replaced" (the new value has just been saved under that key).
-_DROP_FROM_DISK = frozenset({"deleted", "cleared", "expired", "invalid"})
-
-
-class _Flight:
-    """One computation in progress; callers of the same key wait on it."""
-
-    def __init__(self) -> None:
-        self.owner = threading.get_ident()
-        self.done = threading.Event()
-        self.lookup: Lookup | None = None
-        self.error: BaseException | None = None
+EXPIRY_BATCH = 64  # entries dropped per turn of the lock when many fall due at once
 
 
 def default_memory_budget() -> int:
@@ -197,7 +71,34 @@ def default_memory_budget() -> int:
         return 2 * 1024**3
 
 
-_REMOVAL_MEMORY = 4096  # how many removal reasons are remembered to explain later misses
+class Cleared(int):
+    """How many entries ``clear`` removed: ``in_memory`` plus ``in_tiers`` (persisted, not loaded)."""
+
+    in_memory: int
+    in_tiers: int
+
+    def __new__(cls, in_memory: int, in_tiers: int = 0) -> Cleared:
+        cleared = super().__new__(cls, in_memory + in_tiers)
+        cleared.in_memory, cleared.in_tiers = in_memory, in_tiers
+        return cleared
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a miss needs to know to compute, keep and persist an entry."""
+
+    kind: Kind
+    label: str
+    names: tuple[str, ...]
+    group: str
+    ttl: float | None
+    max_entries: int | None
+    on_release: Callable[[Any], Any] | None
+    miss_reason: str | Callable[[], str | None] | None
+    dependencies: Dependencies | Callable[[], Dependencies] | None
+    inputs: Mapping[str, str]
+    where: Where | None
+    refresh: bool
 
 
 class CacheStore:
@@ -212,22 +113,15 @@ class CacheStore:
     ) -> None:
         self._timer = timer
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._flights: dict[str, _Flight] = {}
-        self._removed: OrderedDict[str, str] = OrderedDict()
-        self._subscribers: list[Callable[[StoreEvent], None]] = []
-        self._memory_budget = default_memory_budget() if memory_budget is None else memory_budget
-        self._max_entries = max_entries
-        self._data_bytes = 0
-        self._hits = self._misses = self._evictions = self._expirations = 0
-        self._time_saved = 0.0
-        self._reaper: threading.Thread | None = None
+        self._changed = threading.Condition(self._lock)  # the expiry thread waits on it
+        self._counters = Counters()
+        budget = default_memory_budget() if memory_budget is None else memory_budget
+        self._table = EntryTable(budget, max_entries, self._counters)
+        self._flights = Flights()
+        self._subscribers = Subscribers()
+        self._expiry: ExpiryThread | None = None
         self._closed = False
-        self.persistence: Persistence | None = None
-        # Never later than the earliest expiry of a live entry: until then, nothing is due
-        # and no operation needs to scan the entries (a hit stays O(1) with many entries).
-        self._next_expiry: float | None = None
+        self._tier: Tier | None = None
 
     # ----------------------------------------------------------------- settings
     def now(self) -> float:
@@ -235,88 +129,108 @@ class CacheStore:
         return self._timer()
 
     @property
+    def persistence(self) -> Persistence | None:
+        """Where persisted entries go beyond the kernel; every call into it is guarded."""
+        return None if self._tier is None else self._tier.persistence
+
+    @persistence.setter
+    def persistence(self, value: Persistence | None) -> None:
+        self._tier = None if value is None else Tier(value)
+
+    @property
     def memory_budget(self) -> int:
         """Bytes that data entries may hold in all; the least recently used go first."""
-        return self._memory_budget
+        return self._table.memory_budget
 
     @memory_budget.setter
     def memory_budget(self, value: int) -> None:
         if value <= 0:
             raise ValueError(f"memory_budget must be a positive number of bytes, not {value!r}")
-        self._mutate(lambda removed: self._set_budget_locked(value, removed))
+
+        def apply(removed: Removed) -> None:
+            self._table.memory_budget = value
+            self._table.enforce(None, None, removed)
+
+        self._mutate(apply)
 
     @property
     def max_entries(self) -> int | None:
         """At most this many entries in the whole store (None: no limit)."""
-        return self._max_entries
+        return self._table.max_entries
 
     @max_entries.setter
     def max_entries(self, value: int | None) -> None:
         if value is not None and value <= 0:
             raise ValueError(f"max_entries must be a positive integer or None, not {value!r}")
 
-        def apply(removed: list[tuple[_Entry, str]]) -> None:
-            self._max_entries = value
-            self._enforce_limits_locked(None, None, removed)
+        def apply(removed: Removed) -> None:
+            self._table.max_entries = value
+            self._table.enforce(None, None, removed)
 
         self._mutate(apply)
-
-    def _set_budget_locked(self, value: int, removed: list[tuple[_Entry, str]]) -> None:
-        self._memory_budget = value
-        self._enforce_limits_locked(None, None, removed)
 
     # ----------------------------------------------------------------- reading
     def entries(self, kind: Kind | None = None) -> list[EntryInfo]:
         """Snapshots of the live entries, oldest first (expired ones are dropped first)."""
         self.purge_expired()
         with self._lock:
-            found = [e.snapshot() for e in self._entries.values() if kind in (None, e.kind)]
+            now = self._timer()
+            found = [
+                e.snapshot()
+                for e in self._table
+                if kind in (None, e.kind) and (e.expires is None or now < e.expires)
+            ]
         return sorted(found, key=lambda info: info.created)
 
     def get(self, key: str) -> EntryInfo | None:
         """The entry's snapshot, without counting a hit; None when absent or expired."""
-        self.purge_expired()
+        removed: Removed = []
         with self._lock:
-            entry = self._entries.get(key)
-            return None if entry is None else entry.snapshot()
+            self._purge_lazily(removed)
+            entry = self._live(key, removed)
+            info = None if entry is None else entry.snapshot()
+        self._after(removed)
+        return info
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
     def __len__(self) -> int:
-        return len(self.entries())
+        self.purge_expired()
+        with self._lock:
+            return len(self._table)
 
     def stats(self) -> CacheStats:
-        """Totals and counters."""
+        """Totals and counters (O(1) in the number of entries)."""
         self.purge_expired()
-        disk = self.persistence.usage() if self.persistence is not None else (0, 0)
+        disk = self._tier.usage() if self._tier is not None else (0, 0)
         with self._lock:
-            kinds = [e.kind for e in self._entries.values()]
+            table, counters = self._table, self._counters
             return CacheStats(
-                entries=len(kinds),
-                data_entries=kinds.count("data"),
-                resource_entries=kinds.count("resource"),
-                data_bytes=self._data_bytes,
-                memory_budget=self._memory_budget,
-                hits=self._hits,
-                misses=self._misses,
-                time_saved=self._time_saved,
-                evictions=self._evictions,
-                expirations=self._expirations,
+                entries=len(table),
+                data_entries=table.count("data"),
+                resource_entries=table.count("resource"),
+                data_bytes=table.data_bytes,
+                memory_budget=table.memory_budget,
+                hits=counters.hits,
+                misses=counters.misses,
+                time_saved=counters.time_saved,
+                evictions=counters.evictions,
+                expirations=counters.expirations,
                 disk_bytes=disk[0],
                 disk_budget=disk[1],
+                held_by_live_results=held_bytes(),
             )
 
     def reset_stats(self) -> None:
         """Zero the hit, miss, eviction and expiry counters (entries stay)."""
         with self._lock:
-            self._hits = self._misses = self._evictions = self._expirations = 0
-            self._time_saved = 0.0
+            self._counters.reset()
 
     def removal_reason(self, key: str) -> str | None:
         """Why the entry with this key left the store, if it did recently."""
         with self._lock:
-            return self._removed.get(key)
+            return self._table.removal_reason(key)
 
     # ----------------------------------------------------------------- the main path
     def get_or_create(
@@ -335,7 +249,8 @@ class CacheStore:
         refresh: bool = False,
         miss_reason: str | Callable[[], str | None] | None = None,
         inputs: Mapping[str, str] | None = None,
-        persist: bool = False,
+        persist: bool | Where = False,
+        dependencies: Dependencies | Callable[[], Dependencies] | None = None,
     ) -> Lookup:
         """Return the live entry for ``key`` or create it with ``create() -> (value, size)``.
 
@@ -343,230 +258,210 @@ class CacheStore:
         creates it again. ``refresh`` creates a new value even when one is stored, and
         replaces the old one only once the new one exists, so a failure loses nothing.
         ``max_entries`` limits the entries of ``group`` (default: the key itself).
-        ``miss_reason`` may be a callable, asked after ``create`` ran. ``persist`` (data only)
-        looks for the key in ``self.persistence`` before creating
-        it, and saves what it creates there.
+        ``miss_reason`` and ``dependencies`` may be callables, asked after ``create`` ran.
+        ``persist`` (data only; True means "disk") looks for the key in the persistent
+        tiers before creating it (and claims it there while computing), and saves what it
+        creates there, even a result too large to keep in memory.
         """
         __tracebackhide__ = True  # pytest and IPython leave this frame out of tracebacks
         if kind not in KINDS:
             raise ValueError(f"kind must be 'data' or 'resource', not {kind!r}")
-        if persist and kind != "data":
+        where: Where | None = "disk" if persist is True else (persist or None)
+        if where not in (None, "disk", "team"):
+            raise ValueError(f"persist must be False, True, 'disk' or 'team', not {persist!r}")
+        if where is not None and kind != "data":
             raise ValueError("only data entries can be persisted: resources are kept as they are")
-        group = key if group is None else group
+        request = _Request(
+            kind=kind,
+            label=label,
+            names=tuple(names),
+            group=key if group is None else group,
+            ttl=ttl,
+            max_entries=max_entries,
+            on_release=on_release,
+            miss_reason=miss_reason,
+            dependencies=dependencies,
+            inputs=dict(inputs or {}),
+            where=where if self._tier is not None else None,
+            refresh=refresh,
+        )
         while True:
-            removed: list[tuple[_Entry, str]] = []
-            hit: _Entry | None = None
-            flight: _Flight | None = None
+            removed: Removed = []
+            hit: Entry | None = None
+            flight: Flight | None = None
             owner = False
             with self._lock:
-                self._purge_expired_locked(removed)
-                entry = self._entries.get(key)
+                self._purge_lazily(removed)
+                entry = self._live(key, removed)
                 if entry is not None and not refresh:
                     hit = entry
                 else:
-                    flight = self._flights.get(key)
-                    if flight is None:
-                        flight = self._flights[key] = _Flight()
-                        owner = True
-                    elif flight.owner == threading.get_ident():
-                        flight = None  # re-entrant call from inside create(): compute inline
+                    flight, owner = self._flights.join(key)
             self._after(removed)
 
             if hit is not None:
                 if validate is not None and not self._still_valid(hit, validate):
                     continue
-                looked = self._record_hit(hit)
+                looked = self._record_hit(key, hit)
                 if looked is not None:
                     return looked
                 continue  # removed between the look and the hit: look again
             if flight is not None and not owner:
-                flight.done.wait()
-                if flight.error is not None:
-                    raise flight.error
-                assert flight.lookup is not None
-                if flight.lookup.entry is not None:
-                    shared = self._record_hit_by_key(key)
+                lookup = flight.outcome()
+                if lookup.entry is not None:
+                    shared = self._record_hit(key)
                     if shared is not None:
                         return shared
-                return Lookup(flight.lookup.value, False, flight.lookup.entry)
-            return self._create(
-                key,
-                create,
-                flight if owner else None,
-                kind=kind,
-                label=label,
-                names=tuple(names),
-                group=group,
-                ttl=ttl,
-                max_entries=max_entries,
-                on_release=on_release,
-                miss_reason=miss_reason,
-                inputs=dict(inputs or {}),
-                persist=persist and self.persistence is not None,
-                restore=persist and not refresh,
-            )
+                return Lookup(lookup.value, False, lookup.entry)
+            return self._fly(key, create, flight, request)
 
-    def _create(
-        self,
-        key: str,
-        create: Callable[[], tuple[Any, int | None]],
-        flight: _Flight | None,
-        *,
-        kind: Kind,
-        label: str,
-        names: tuple[str, ...],
-        group: str,
-        ttl: float | None,
-        max_entries: int | None,
-        on_release: Callable[[Any], Any] | None,
-        miss_reason: str | Callable[[], str | None] | None,
-        inputs: Mapping[str, str],
-        persist: bool,
-        restore: bool,
-    ) -> Lookup:
+    def _fly(self, key: str, create: Callable[[], tuple[Any, int | None]], flight: Flight | None,
+             request: _Request) -> Lookup:  # fmt: skip
+        """Fill the key as the flight's owner (or inline, re-entrant); waiters get the outcome."""
         __tracebackhide__ = True
-        restored = self._restore(key) if persist and restore else None
-        if restored is not None:
-            value, size, elapsed = restored.value, restored.size, restored.compute_seconds
-        else:
-            started = time.perf_counter()
-            try:
-                value, size = create()
-            except BaseException as exc:
-                with self._lock:
-                    self._misses += 1
-                    if flight is not None:
-                        flight.error = exc
-                        del self._flights[key]
-                if flight is not None:
-                    flight.done.set()
-                raise
-            elapsed = time.perf_counter() - started
-        if callable(miss_reason):  # worked out by create() itself, only when it runs
-            miss_reason = miss_reason()
-        removed: list[tuple[_Entry, str]] = []
-        added: _Entry | None = None
+        lookup: Lookup | None = None
         try:
-            with self._lock:
-                now = self._timer()
-                if restored is None:
-                    self._misses += 1
-                    created, expires = now, (None if ttl is None else now + ttl)
-                else:
-                    self._hits += 1
-                    self._time_saved += elapsed
-                    created, expires = restored.created, restored.expires
-                if kind == "data" and size is not None and size > self._memory_budget:
-                    lookup = Lookup(value, False, None)
-                    old = self._entries.pop(key, None)
-                    if old is not None:  # a refresh: the value it replaces is outdated, even uncached
-                        self._account_removed_locked(old, "replaced", removed)
-                else:
-                    added = _Entry(
-                        key=key,
-                        kind=kind,
-                        label=label,
-                        names=names,
-                        group=group,
-                        value=value,
-                        size=size,
-                        created=created,
-                        expires=expires,
-                        compute_seconds=elapsed,
-                        on_release=on_release,
-                        miss_reason=miss_reason,
-                        inputs=inputs,
-                        last_used=now,
-                        persisted=restored is not None,
-                        hits=0 if restored is None else 1,  # found on disk: that was a hit
-                    )
-                    old = self._entries.pop(key, None)
-                    if old is not None:
-                        self._account_removed_locked(old, "replaced", removed)
-                    self._entries[key] = added
-                    if expires is not None and (self._next_expiry is None or expires < self._next_expiry):
-                        self._next_expiry = expires
-                    self._removed.pop(key, None)
-                    if kind == "data" and size is not None:
-                        self._data_bytes += size
-                    self._enforce_limits_locked(added, max_entries, removed)
-                    lookup = Lookup(value, restored is not None, added.snapshot())
-                    self._changed.notify_all()
-                if flight is not None:
-                    flight.lookup = lookup
-                    del self._flights[key]
-        finally:
+            lookup = self._fill(key, create, request)
+            return lookup
+        except BaseException as exc:
             if flight is not None:
-                with self._lock:  # interrupted inside the block: don't strand anyone
-                    if self._flights.get(key) is flight:
-                        del self._flights[key]
-                if flight.lookup is None:
-                    flight.error = flight.error or RuntimeError(f"computing {label!r} was interrupted")
+                flight.error = exc
+            raise
+        finally:
+            if flight is not None:  # also when interrupted where nothing could be recorded
+                with self._lock:
+                    self._flights.land(key, flight)
+                flight.lookup = lookup
+                if lookup is None and flight.error is None:
+                    flight.error = RuntimeError(f"computing {request.label!r} was interrupted")
                 flight.done.set()
-        if added is None:
-            if persist and self.persistence is not None:
-                self._forget_on_disk(key)  # a refresh too large to keep: the old file is outdated
-            warnings.warn(
-                f"{label!r}: the result ({format_size(size)}) is larger than the whole memory budget "
-                f"({format_size(self._memory_budget)}), so it was not cached. Raise the budget (e.g. "
-                "%config CacheMagics.memory_budget = 8_000_000_000) to cache it.",
-                RuntimeWarning,
-                stacklevel=3,
+
+    def _fill(self, key: str, create: Callable[[], tuple[Any, int | None]], request: _Request) -> Lookup:
+        """A persisted entry found again, or one computed now (claimed in the tiers meanwhile)."""
+        __tracebackhide__ = True
+        tier, where = self._tier, request.where
+        if tier is None or where is None:
+            return self._compute(key, create, request)
+        restored = None if request.refresh else tier.load(key, where, self._timer())
+        if restored is not None:
+            return self._keep(
+                key, request, restored.value, restored.size, restored.compute_seconds, restored=restored
             )
+        with tier.claim(key, where, self._timer()) as claimed:
+            if claimed is not None and not request.refresh:  # another kernel computed it meanwhile
+                return self._keep(
+                    key, request, claimed.value, claimed.size, claimed.compute_seconds, restored=claimed
+                )
+            return self._compute(key, create, request)
+
+    def _compute(self, key: str, create: Callable[[], tuple[Any, int | None]], request: _Request) -> Lookup:
+        __tracebackhide__ = True
+        started = time.perf_counter()
+        try:
+            value, size = create()
+        except BaseException:
+            with self._lock:
+                self._counters.misses += 1
+            raise
+        return self._keep(key, request, value, size, time.perf_counter() - started, restored=None)
+
+    def _keep(self, key: str, request: _Request, value: Any, size: int | None, elapsed: float, *,
+              restored: Restored | None) -> Lookup:  # fmt: skip
+        """Store what was computed or restored, write a new value through to the tiers."""
+        reason = request.miss_reason() if callable(request.miss_reason) else request.miss_reason
+        if restored is not None:
+            dependencies = tuple(restored.dependencies)
+        elif callable(request.dependencies):
+            dependencies = tuple(request.dependencies())
         else:
-            if persist and restored is None:
-                lookup = self._save(added, lookup)
-            self._emit(StoreEvent("added", key, kind))
+            dependencies = tuple(request.dependencies or ())
+        removed: Removed = []
+        with self._lock:
+            now = self._timer()
+            if restored is None:
+                self._counters.misses += 1
+                created, expires = now, (None if request.ttl is None else now + request.ttl)
+            else:
+                self._counters.hit(elapsed)
+                created, expires = restored.created, restored.expires
+            entry = Entry(
+                key=key,
+                kind=request.kind,
+                label=request.label,
+                names=request.names,
+                group=request.group,
+                value=value,
+                size=size,
+                created=created,
+                expires=expires,
+                compute_seconds=elapsed,
+                on_release=request.on_release,
+                miss_reason=reason,
+                inputs=request.inputs,
+                last_used=now,
+                persisted=restored is not None,
+                hits=0 if restored is None else 1,  # found in a tier: that was a hit
+                dependencies=dependencies,
+                computed_by=None if restored is None else restored.computed_by,
+                shared=restored is not None and restored.where == "team",
+            )
+            kept = not (entry.kind == "data" and size is not None and size > self._table.memory_budget)
+            if kept:
+                self._table.insert(entry, request.max_entries, removed)
+                if expires is not None and self._table.expiry.earliest() == expires:
+                    self._changed.notify_all()  # the expiry thread sleeps until the earliest one
+            else:  # a refresh too: the value it replaces is outdated, even if this one isn't kept
+                self._table.remove(key, "replaced", removed)
+            lookup = Lookup(value, restored is not None, entry.snapshot() if kept else None)
+        saved = False
+        if request.where is not None and restored is None:
+            saved = self._write_through(entry, request.where)
+            if saved and kept:
+                with self._lock:
+                    if self._table.get(key) is entry:
+                        lookup = Lookup(value, False, entry.snapshot())
+        if kept:
+            self._subscribers.emit(StoreEvent("added", key, entry.kind))
+        else:
+            self._too_large(entry, written=saved, restored=restored is not None)
         self._after(removed)
         return lookup
 
-    def _restore(self, key: str) -> Restored | None:
-        assert self.persistence is not None
-        try:
-            restored = self.persistence.load(key)
-        except Exception as exc:  # a broken disk must not break the cell: it is a miss
-            warnings.warn(
-                f"could not read the persisted entry {key[:12]}: {exc}", RuntimeWarning, stacklevel=4
-            )
-            return None
-        if restored is not None and restored.expires is not None and self._timer() >= restored.expires:
-            self.persistence.delete(key)
-            return None
-        return restored
-
-    def _save(self, added: _Entry, lookup: Lookup) -> Lookup:
-        """Write a new persisted entry to disk (slow I/O: outside the lock).
+    def _write_through(self, entry: Entry, where: Where) -> bool:
+        """Save a new value to the tiers (slow I/O: outside the lock).
 
         If it can't be written, an older file under the same key (a refresh) must go too,
         or the next kernel would find the outdated value.
         """
-        assert self.persistence is not None and lookup.entry is not None
-        try:
-            saved = self.persistence.save(added.key, added.value, lookup.entry)
-        except Exception as exc:  # the value is cached in memory all the same
-            warnings.warn(f"could not persist {added.label!r}: {exc}", RuntimeWarning, stacklevel=4)
-            saved = False
+        assert self._tier is not None
+        saved = self._tier.save(entry.key, entry.value, entry.snapshot(), where)
         if not saved:
-            self._forget_on_disk(added.key)
-            return lookup
+            self._tier.delete(entry.key)
+            return False
         with self._lock:
-            added.persisted = True
-            if self._entries.get(added.key) is not added:
-                return lookup
-            return Lookup(lookup.value, lookup.hit, added.snapshot())
+            entry.persisted = True
+            entry.shared = where == "team"
+        return True
 
-    def _forget_on_disk(self, key: str) -> None:
-        assert self.persistence is not None
-        try:
-            self.persistence.delete(key)
-        except Exception as exc:  # nothing more to do: its TTL or the next clear removes it
-            warnings.warn(
-                f"could not delete the persisted entry {key[:12]}: {exc}", RuntimeWarning, stacklevel=4
-            )
+    def _too_large(self, entry: Entry, *, written: bool, restored: bool) -> None:
+        where = (
+            "; it was read from disk and is served from there"
+            if restored
+            else "; it was written to disk, where it is found again"
+            if written
+            else ""
+        )
+        warnings.warn(
+            f"{entry.label!r}: the result ({format_size(entry.size)}) is larger than the whole memory "
+            f"budget ({format_size(self._table.memory_budget)}), so it was not cached in memory{where}. "
+            "Raise the store's memory_budget to keep it in memory.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
 
-    def _still_valid(self, entry: _Entry, validate: Callable[[Any], Any]) -> bool:
+    def _still_valid(self, entry: Entry, validate: Callable[[Any], Any]) -> bool:
         with self._lock:  # release hooks ran since the look: the entry may have left (value None)
-            if self._entries.get(entry.key) is not entry:
+            if self._table.get(entry.key) is not entry:
                 return False  # gone already: look again, nothing to validate or drop
             value = entry.value
         try:
@@ -580,129 +475,121 @@ class CacheStore:
             )
             ok = False
         if not ok:
-            self._remove_if(lambda e: e is entry, "invalid")
+            self._mutate(
+                lambda removed: (
+                    self._table.remove(entry.key, "invalid", removed)
+                    if self._table.get(entry.key) is entry
+                    else None
+                )
+            )
         return ok
 
-    def _record_hit(self, entry: _Entry) -> Lookup | None:
+    def _record_hit(self, key: str, expected: Entry | None = None) -> Lookup | None:
+        """Count a hit of the live entry ``key`` (only if it is still ``expected``, when given)."""
+        removed: Removed = []
         with self._lock:
-            lookup = self._hit_locked(entry) if self._entries.get(entry.key) is entry else None
-        if lookup is not None:
-            self._emit(StoreEvent("hit", entry.key, entry.kind))
+            entry = self._live(key, removed)
+            if entry is None or (expected is not None and entry is not expected):
+                lookup, kind = None, None
+            else:
+                kind = entry.kind
+                entry.hits += 1
+                entry.last_used = self._timer()
+                self._table.touch(entry)
+                self._counters.hit(entry.compute_seconds)
+                lookup = Lookup(entry.value, True, entry.snapshot())
+        self._after(removed)
+        if kind is not None:
+            self._subscribers.emit(StoreEvent("hit", key, kind))
         return lookup
-
-    def _record_hit_by_key(self, key: str) -> Lookup | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            lookup = None if entry is None else self._hit_locked(entry)
-        if entry is not None:
-            self._emit(StoreEvent("hit", key, entry.kind))
-        return lookup
-
-    def _hit_locked(self, entry: _Entry) -> Lookup:
-        entry.hits += 1
-        entry.last_used = self._timer()
-        self._entries.move_to_end(entry.key)
-        self._hits += 1
-        self._time_saved += entry.compute_seconds
-        return Lookup(entry.value, True, entry.snapshot())
 
     # ----------------------------------------------------------------- removing
     def delete(self, key: str) -> bool:
         """Drop one entry (releasing a resource); True if it was there."""
-        return self._remove_if(lambda e: e.key == key, "deleted") > 0
+        removed: Removed = []
+        with self._lock:
+            self._purge_lazily(removed)
+            found = self._live(key, removed) is not None
+            if found:
+                self._table.remove(key, "deleted", removed)
+        self._after(removed)
+        return found
 
     def clear(self, kind: Kind | None = None) -> int:
-        """Drop every entry, or every entry of one kind; returns how many were dropped."""
+        """Drop every entry, or every entry of one kind, and (for data) the persisted ones too.
+
+        Returns how many entries were removed, as a ``Cleared`` (an int): those in memory,
+        plus those the persistent tiers removed that were not loaded here (``.in_memory``,
+        ``.in_tiers``), so a fresh kernel that empties the disk says how many it removed.
+        """
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be 'data', 'resource' or None, not {kind!r}")
-        count = self._remove_if(lambda e: kind in (None, e.kind), "cleared")
-        if kind != "resource" and self.persistence is not None:
-            self.persistence.clear()  # persisted entries not loaded in this kernel go too
-        return count
+        count = self._remove_where(lambda e: kind in (None, e.kind), "cleared")
+        in_tiers = 0
+        if kind != "resource" and self._tier is not None:
+            in_tiers = self._tier.clear()  # persisted entries not loaded in this kernel go too
+        return Cleared(count, in_tiers)
 
     def delete_where(self, predicate: Callable[[EntryInfo], bool], reason: str = "deleted") -> int:
         """Drop the entries whose snapshot satisfies ``predicate``; returns how many."""
-        return self._remove_if(lambda e: predicate(e.snapshot()), reason)
+        return self._remove_where(lambda e: predicate(e.snapshot()), reason)
 
     def purge_expired(self) -> int:
-        """Drop (and release) every expired entry now; returns how many."""
-        removed: list[tuple[_Entry, str]] = []
-        with self._lock:
-            self._purge_expired_locked(removed)
-        self._after(removed)
-        return len(removed)
+        """Drop (and release) every expired entry now; returns how many.
+
+        In batches: the lock is let go between them, so other threads' hits go on.
+        """
+        total = 0
+        while True:
+            removed: Removed = []
+            with self._lock:
+                self._table.expire_due(self._timer(), removed, EXPIRY_BATCH)
+            self._after(removed)
+            total += len(removed)
+            if len(removed) < EXPIRY_BATCH:
+                return total
 
     def close(self) -> None:
         """Release everything and stop the expiry thread (kernel shutdown)."""
         with self._lock:
             self._closed = True
-            self._changed.notify_all()
-        self._remove_if(lambda e: True, "closed")
+            expiry, self._expiry = self._expiry, None
+        if expiry is not None:
+            expiry.stop()
+        self._remove_where(lambda e: True, "closed")
 
-    def _remove_if(self, predicate: Callable[[_Entry], bool], reason: str) -> int:
-        removed: list[tuple[_Entry, str]] = []
+    def _remove_where(self, predicate: Callable[[Entry], bool], reason: str) -> int:
+        removed: Removed = []
         with self._lock:
-            self._purge_expired_locked(removed)
-            expired = len(removed)
-            for entry in [e for e in self._entries.values() if predicate(e)]:
-                del self._entries[entry.key]
-                self._account_removed_locked(entry, reason, removed)
+            self._purge_lazily(removed)
+            count = self._table.remove_where(predicate, reason, removed)
         self._after(removed)
-        return len(removed) - expired
+        return count
 
-    def _mutate(self, change: Callable[[list[tuple[_Entry, str]]], None]) -> None:
-        removed: list[tuple[_Entry, str]] = []
+    def _mutate(self, change: Callable[[Removed], Any]) -> None:
+        removed: Removed = []
         with self._lock:
             change(removed)
         self._after(removed)
 
-    def _purge_expired_locked(self, removed: list[tuple[_Entry, str]]) -> None:
-        now = self._timer()
-        if self._next_expiry is None or now < self._next_expiry:
-            return
-        earliest: float | None = None
-        for entry in list(self._entries.values()):
-            if entry.expires is None:
-                continue
-            if now >= entry.expires:
-                del self._entries[entry.key]
-                self._expirations += 1
-                self._account_removed_locked(entry, "expired", removed)
-            elif earliest is None or entry.expires < earliest:
-                earliest = entry.expires
-        self._next_expiry = earliest
+    def _live(self, key: str, removed: Removed) -> Entry | None:
+        """The entry for ``key`` unless it is due (then it is dropped now: never served)."""
+        entry = self._table.get(key)
+        if entry is not None and entry.expires is not None and self._timer() >= entry.expires:
+            self._table.remove(key, "expired", removed)
+            return None
+        return entry
 
-    def _enforce_limits_locked(
-        self, added: _Entry | None, group_limit: int | None, removed: list[tuple[_Entry, str]]
-    ) -> None:
-        def evict(candidates: list[_Entry], excess: int) -> None:
-            for entry in candidates[: max(0, excess)]:
-                del self._entries[entry.key]
-                self._evictions += 1
-                self._account_removed_locked(entry, "evicted", removed)
+    def _purge_lazily(self, removed: Removed) -> None:
+        """Without an expiry thread, every operation drops what is due (O(log n) each).
 
-        if added is not None and group_limit is not None:
-            group = [e for e in self._entries.values() if e.group == added.group and e is not added]
-            evict(group, len(group) + 1 - group_limit)
-        if self._max_entries is not None:
-            others = [e for e in self._entries.values() if e is not added]
-            evict(others, len(self._entries) - self._max_entries)
-        while self._data_bytes > self._memory_budget:
-            victims = [e for e in self._entries.values() if e.kind == "data" and e is not added]
-            if not victims:
-                break
-            evict(victims, 1)
+        With one, that thread does it in small batches and operations only check their
+        own key, so a hit never pays for thousands of other entries falling due.
+        """
+        if self._expiry is None:
+            self._table.expire_due(self._timer(), removed)
 
-    def _account_removed_locked(self, entry: _Entry, reason: str, removed: list[tuple[_Entry, str]]) -> None:
-        if entry.kind == "data" and entry.size is not None:
-            self._data_bytes -= entry.size
-        self._removed[entry.key] = reason
-        self._removed.move_to_end(entry.key)
-        while len(self._removed) > _REMOVAL_MEMORY:
-            self._removed.popitem(last=False)
-        removed.append((entry, reason))
-
-    def _after(self, removed: list[tuple[_Entry, str]]) -> None:
+    def _after(self, removed: Removed) -> None:
         """Release and announce removed entries, outside the lock (hooks are user code).
 
         These entries have already left the store, so nobody else will ever release them: a
@@ -724,15 +611,10 @@ class CacheStore:
                 except BaseException as exc:
                     if pending is None:
                         pending = exc
-            if entry.persisted and reason in _DROP_FROM_DISK and self.persistence is not None:
-                try:
-                    self.persistence.delete(entry.key)
-                except Exception as exc:  # the memory side is done; the disk will expire it
-                    warnings.warn(
-                        f"could not delete {entry.label!r} from disk: {exc}", RuntimeWarning, stacklevel=2
-                    )
+            if entry.persisted and reason in DROP_FROM_TIERS and self._tier is not None:
+                self._tier.delete(entry.key)
             entry.value = None  # drop our reference now: "freed, not only hidden"
-            self._emit(StoreEvent("removed", entry.key, entry.kind, reason))
+            self._subscribers.emit(StoreEvent("removed", entry.key, entry.kind, reason))
         if pending is not None:
             raise pending
 
@@ -742,28 +624,7 @@ class CacheStore:
 
         Callbacks run on whichever thread changed the store, outside its lock.
         """
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _emit(self, event: StoreEvent) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(event)
-            except Exception as exc:  # a broken listener must not break caching
-                warnings.warn(
-                    f"cache event listener {callback!r} raised {type(exc).__name__}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        return self._subscribers.subscribe(callback)
 
     # ----------------------------------------------------------------- expiry thread
     def start_expiry_thread(self) -> None:
@@ -773,24 +634,21 @@ class CacheStore:
         Release hooks of expired resources then run on that thread.
         """
         with self._lock:
-            if self._reaper is not None or self._closed:
+            if self._expiry is not None or self._closed:
                 return
-            self._reaper = threading.Thread(target=self._reap, name="ipycache_ext-expiry", daemon=True)
-            self._reaper.start()
+            self._expiry = ExpiryThread(self._changed, self._due_in, self._drop_due_batch)
+            self._expiry.start()
 
-    def _reap(self) -> None:
-        while True:
-            removed: list[tuple[_Entry, str]] = []
-            with self._lock:
-                if self._closed:
-                    return
-                self._purge_expired_locked(removed)
-                due = self._next_expiry
-                if not removed:
-                    timeout = None if due is None else max(0.0, due - self._timer()) + 0.01
-                    # Capped: a TTL of years would overflow the wait and kill this thread.
-                    self._changed.wait(None if timeout is None else min(timeout, 3600.0))
-            self._after(removed)
+    def _due_in(self) -> float | None:
+        earliest = self._table.expiry.earliest()
+        return None if earliest is None else earliest - self._timer()
+
+    def _drop_due_batch(self) -> int:
+        removed: Removed = []
+        with self._lock:
+            self._table.expire_due(self._timer(), removed, EXPIRY_BATCH)
+        self._after(removed)
+        return len(removed)
 
 
 _default_store: CacheStore | None = None

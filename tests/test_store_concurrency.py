@@ -93,7 +93,7 @@ class Harness:
                 serial = next(self.serials)
             try:
                 with self.store._lock:
-                    if key in self.store._entries:
+                    if self.store._table.get(key) is not None:
                         self.fail(f"{key}: computed while a live entry was stored")
                 time.sleep(rng.choice((0, 0, 0.0002, 0.001)))  # widen the race windows
                 if rng.random() < fail_rate:
@@ -128,7 +128,7 @@ class Harness:
         if self.store._lock._is_owned():  # type: ignore[attr-defined]
             self.fail("on_release ran while holding the store's lock")
         with self.store._lock:
-            held = self.store._entries.get(value.key)
+            held = self.store._table.get(value.key)
             if held is not None and held.value is value:
                 self.fail(f"{value.key}#{value.serial} released while still stored")
         with self.guard:
@@ -331,7 +331,8 @@ def test_expiry_thread_releases_on_time_and_stops_on_close() -> None:
     )
     assert released.wait(5), "the expiry thread did not release an expired resource"
     assert store.removal_reason("k") == "expired"
-    reaper = store._reaper
-    assert reaper is not None and reaper.is_alive()
+    assert store._expiry is not None
+    reaper = store._expiry.thread
+    assert reaper.is_alive()
     store.close()
     _join_all([reaper], 5)

@@ -491,10 +491,12 @@ class StoreMachine(RuleBasedStateMachine):
     def store_equals_model(self) -> None:
         store, model = self.store, self.model
         with store._lock:
-            held = [(e.key, e.kind, e.group, e.size, e.expires, e.hits) for e in store._entries.values()]
-            counters = (store._hits, store._misses, store._evictions, store._expirations)
-            data_bytes = store._data_bytes
-            flights = dict(store._flights)
+            held = [(e.key, e.kind, e.group, e.size, e.expires, e.hits) for e in store._table]
+            counted = store._counters
+            counters = (counted.hits, counted.misses, counted.evictions, counted.expirations)
+            data_bytes = store._table.data_bytes
+            flights = list(store._flights)
+            due = store._table.expiry.earliest()
         expected = [(e.key, e.kind, e.group, e.size, e.expires, e.hits) for e in model.entries.values()]
         assert held == expected, "entries or their LRU order differ from the model"
         assert counters == (model.hits, model.misses, model.evictions, model.expirations), (
@@ -505,6 +507,8 @@ class StoreMachine(RuleBasedStateMachine):
         if store.max_entries is not None:
             assert len(held) <= store.max_entries
         assert not flights, f"computations left in flight: {sorted(flights)}"
+        expiring = [e.expires for e in model.entries.values() if e.expires is not None]
+        assert due == (min(expiring) if expiring else None), "the expiry heap lost or kept an entry"
         for key, reason in model.removed.items():
             assert store.removal_reason(key) == (None if key in model.entries else reason), key
 
