@@ -45,6 +45,14 @@ def _common_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
                 metavar="NAME",
                 help="leave input NAME out of the key (repeatable)",
             ),
+            argument(
+                "--depends-on",
+                action="append",
+                default=[],
+                metavar="PATH_OR_GLOB",
+                help="a file (or glob) the result depends on that can't be seen being read, e.g. one a "
+                "subprocess reads; its content is part of the entry's validity (repeatable)",
+            ),
             argument("--refresh", action="store_true", help="recompute now and replace the entry"),
             argument("--quiet", action="store_true", help="no line on a cache hit"),
             argument(
@@ -149,6 +157,11 @@ class CacheMagics(Magics):
         "--persist",
         action="store_true",
         help="also keep the entry on disk: found again after a kernel restart (signed, TTL kept)",
+    )
+    @argument(
+        "--share",
+        action="store_true",
+        help="also keep the entry in the team store (CacheMagics.team_store), signed by you",
     )
     @_common_arguments
     @no_var_expand

@@ -17,6 +17,11 @@ CORE = [
     "_explain",
     "_ttl",
     "_report",
+    "_engine",
+    "_identity",
+    "_cells",
+    "_cellrun",
+    "_funcdigest",
 ]
 
 
