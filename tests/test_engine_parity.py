@@ -30,6 +30,7 @@ class Case:
     change: str  # changes what X is (rebinding, in place, editing a file...)
 
 
+_CONNECT = "sqlite3.connect(':memory:', check_same_thread=False)"
 CASES = {
     "plain value": Case("X = 3", "X + 1", "X = 4"),
     "nested data": Case("X = {'a': [1, 2], 'b': (3,)}", "len(X['a'])", "X['a'].append(3)"),
@@ -37,13 +38,13 @@ CASES = {
         "import pandas as pd\nX = pd.DataFrame({'a': [1, 2]})", "int(X['a'].sum())", "X.loc[0, 'a'] = 9"
     ),
     "cell resource": Case(
-        "%%cache_resource\nimport sqlite3\nX = sqlite3.connect(':memory:', check_same_thread=False)",
+        f"%%cache_resource\nimport sqlite3\nX = {_CONNECT}",
         "X.execute('select 1').fetchone()[0]",
-        "%%cache_resource\nimport sqlite3\nX = sqlite3.connect(':memory:', check_same_thread=False, timeout=1)",
+        f"%%cache_resource\nimport sqlite3\nX = {_CONNECT[:-1]}, timeout=1)",
     ),
     "function resource": Case(
         "import sqlite3\nfrom ipycache_ext import cache_resource\n"
-        "@cache_resource\ndef connect(name):\n    return sqlite3.connect(':memory:', check_same_thread=False)\n"
+        f"@cache_resource\ndef connect(name):\n    return {_CONNECT}\n"
         "X = connect('a')",
         "X.execute('select 1').fetchone()[0]",
         "X = connect('b')",
