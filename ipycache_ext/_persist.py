@@ -1,52 +1,68 @@
-"""Disk persistence that survives kernel restarts and can't be turned against the user.
+"""Persistence beyond the kernel: the local disk tier, the team tier, and the store's adapter.
 
-Two layers:
+- ``SignedCache`` signs, verifies, expires and budgets entries on any byte-level backend
+  (``ipycache_ext.backends``): locally with this user's HMAC secret, on a team store with the
+  user's Ed25519 key, verified against the trusted keys. An entry that does not verify, or
+  whose generation is not the current one (an older file copied back), is refused: never
+  unpickled, said once. A refused *local* file is deleted (only its user can have written it,
+  or it is damage); a refused *shared* entry is left alone, since deleting would let anyone
+  who can't sign erase colleagues' work and a key missing from one user's trusted list is no
+  reason to destroy it for everyone.
+- ``StorePersistence`` is the store's ``Persistence``: memory (the store) -> local disk ->
+  team. A team hit fills the local disk; ``claim`` decides who computes a cold key.
+- ``configure`` / ``ensure_persistence`` / ``open_if_present`` give a store its tiers.
 
-- a ``Backend`` keeps *signed* entries and their metadata by key (``put``, ``get``,
-  ``delete``, ``list``, ``touch``). ``FileBackend`` is one file per entry in a per-user
-  directory; a shared backend (Redis for a team's JupyterHub) implements the same five
-  methods and nothing else changes.
-- ``DiskCache`` signs, verifies, expires and budgets. Every entry is
-  ``MAGIC | format version | header length | header (JSON) | payload | HMAC-SHA256``; the
-  HMAC covers everything before it and is keyed with a per-user secret created on first
-  use with owner-only permissions. An entry whose signature does not verify (tampered,
-  truncated, written by someone else, another key) is **never unpickled**: it is a miss,
-  one warning line, and it is deleted. An entry of another format version is a miss.
-
-Writes go to a temporary file in the same directory, are fsync'ed and then
-``os.replace``d into place, so a writer killed at any moment leaves the old entry or the
-new one, never half of one; concurrent writers of one key leave one valid entry.
-A full disk or a read-only directory costs one warning; the value stays cached in memory.
+Writes are atomic in every backend (temporary file + rename; Redis chunks first and the
+manifest last), so a writer killed at any moment leaves the old entry or the new one. A full
+disk, a read-only directory or an unreachable server costs one warning; the value stays in
+memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import json
+import dataclasses
 import os
-import secrets
-import stat
-import struct
-import tempfile
+import sys
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
 
+from ._claim import claim as _claim
+from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader, OtherVersion, Refused, open_sealed, seal
 from ._serialize import SerializedValue
+from ._signing import HmacSigner, Signer, Verifier, load_or_create_key, private_directory, whoami
 from ._store import CacheStore, EntryInfo, Restored
+from .backends.base import Backend, BackendUnavailable, Leases
+from .backends.files import FileBackend, NotARegularFile
 
-FORMAT_VERSION = 1
-MAGIC = b"IPYCACHE"
-_PREFIX = struct.Struct("<8sHI")  # magic, format version, header length
-_MAC_SIZE = 32
+__all__ = [
+    "DEFAULT_DISK_BUDGET",
+    "ENV_CACHE_DIR",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "DiskCache",
+    "DiskRecord",
+    "FileBackend",
+    "SignedCache",
+    "StorePersistence",
+    "configure",
+    "default_cache_dir",
+    "ensure_persistence",
+    "load_or_create_key",
+    "open_if_present",
+    "open_persistence",
+    "private_directory",
+]
+
+Where = Literal["disk", "team"]
 ENV_CACHE_DIR = "IPYCACHE_EXT_CACHE_DIR"
 DEFAULT_DISK_BUDGET = 10 * 1024**3
+DiskRecord = EntryHeader  # the name the first version had
 
 
 def default_cache_dir() -> Path:
@@ -58,440 +74,380 @@ def default_cache_dir() -> Path:
     return Path(base) / "ipycache_ext"
 
 
-@dataclass(frozen=True)
-class DiskRecord:
-    """What is known of a persisted entry without unpickling it."""
-
-    key: str
-    kind: str
-    label: str
-    names: tuple[str, ...]
-    created: float
-    expires: float | None
-    compute_seconds: float
-    size: int = 0
-    layout: tuple[int, ...] = field(default=())  # length of the pickle stream, then each buffer
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> DiskRecord:
-        raw = json.loads(data)
-        raw["names"] = tuple(raw["names"])
-        raw["layout"] = tuple(raw["layout"])
-        return cls(**raw)
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """A backend's listing row: key, bytes on disk, last use (for LRU), and its record."""
-
-    key: str
-    nbytes: int
-    last_used: float
-    record: DiskRecord | None  # None when the header can't be read (another version, damage)
-
-
-class Backend(Protocol):
-    """Where signed entries live. Implementations never unpickle and never verify."""
-
-    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
-        """Store the signed entry atomically (a reader sees the old one or the new one)."""
-
-    def get(self, key: str) -> bytes | None:
-        """The whole signed entry, or None."""
-
-    def delete(self, key: str) -> None:
-        """Remove the entry if it is there."""
-
-    def list(self) -> list[StoredEntry]:
-        """Every entry with its size, last use and (unverified) record."""
-
-    def touch(self, key: str) -> None:
-        """Mark the entry as used now (for least-recently-used eviction)."""
-
-
-class FileBackend:
-    """One file per entry in a directory only the user can read or write."""
-
-    SUFFIX = ".entry"
-
-    def __init__(self, directory: Path, *, stale_after: float = 600.0) -> None:
-        self.directory = directory
-        private_directory(directory)
-        self._remove_stale_temporaries(stale_after)
-
-    def _remove_stale_temporaries(self, older_than: float) -> None:
-        """A writer killed mid-write leaves its temporary file behind; nobody else will."""
-        cutoff = time.time() - older_than
-        for path in self.directory.glob(f".tmp-*{self.SUFFIX}"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime <= cutoff:
-                    path.unlink()
-
-    def _path(self, key: str) -> Path:
-        if not key.isalnum():
-            raise ValueError(f"cache keys are hex digests, not {key!r}")
-        return self.directory / f"{key}{self.SUFFIX}"
-
-    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
-        fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=self.SUFFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self._path(key))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            directory_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory_fd)
-            finally:
-                os.close(directory_fd)
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
-
-    def touch(self, key: str) -> None:
-        with contextlib.suppress(OSError):
-            os.utime(self._path(key))
-
-    def list(self) -> list[StoredEntry]:
-        found = []
-        for path in self.directory.glob(f"*{self.SUFFIX}"):
-            if path.name.startswith(".tmp-"):
-                continue
-            try:
-                stat = path.stat()
-                with path.open("rb") as handle:
-                    record = _read_record(handle.read(64 * 1024))
-            except OSError:
-                continue
-            found.append(StoredEntry(path.name[: -len(self.SUFFIX)], stat.st_size, stat.st_mtime, record))
-        return found
-
-
-def _read_record(head: bytes) -> DiskRecord | None:
-    """The header of an entry (unverified: for listing only, never for loading)."""
-    if len(head) < _PREFIX.size:
-        return None
-    magic, version, header_length = _PREFIX.unpack_from(head)
-    if magic != MAGIC or version != FORMAT_VERSION or len(head) < _PREFIX.size + header_length:
-        return None
-    try:
-        return DiskRecord.from_json(head[_PREFIX.size : _PREFIX.size + header_length])
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
-def private_directory(directory: Path) -> None:
-    """Create ``directory`` owner-only, or refuse one that others could write into.
-
-    Anyone who can write into the directory could plant entries or swap the key file, so a
-    directory that is not ours, or that group or others may write to, turns persistence off.
-    """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"the cache directory {directory} must be a directory that belongs to you")
-    if info.st_mode & 0o077:
-        try:
-            os.chmod(directory, 0o700)
-        except OSError as exc:
-            if info.st_mode & 0o022:
-                raise PermissionError(
-                    f"others can write into the cache directory {directory} (chmod 700 it)"
-                ) from exc
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The per-user signing key: 32 random bytes in an owner-only file, made on first use.
-
-    Opened with O_NOFOLLOW and checked on the open descriptor: a symlink to some other file
-    of ours (whose content others may know) is refused, not used as the key.
-    """
-    private_directory(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:  # ELOOP: a symlink
-        raise PermissionError(f"the signing key {path} must be a regular file, not a link") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise PermissionError(
-                f"the signing key {path} must be a file that belongs to you and is readable by you only "
-                f"(chmod 600 {path}); persistence is off until then"
-            )
-        key = handle.read()
-    if len(key) < 32:  # a crash between create and write: make a new one
-        path.unlink()
-        return load_or_create_key(path)
-    return key
-
-
-class DiskCache:
-    """Signed, versioned, TTL-aware, budgeted persistence of serialized values."""
+class SignedCache:
+    """Signed, versioned, TTL-aware, budgeted entries on one backend."""
 
     def __init__(
         self,
         backend: Backend,
-        secret: bytes,
+        signer: Signer | bytes,
+        verifier: Verifier | None = None,
         *,
+        shared: bool = False,
         budget: int = DEFAULT_DISK_BUDGET,
-        timer: Any = time.time,
+        timer: Callable[[], float] = time.time,
+        name: str = "disk",
     ) -> None:
+        if isinstance(signer, bytes):  # a local secret signs and verifies
+            signer = HmacSigner(signer)
         self.backend = backend
-        self._secret = secret
+        self.signer = signer
+        self.verifier: Verifier = verifier if verifier is not None else signer  # type: ignore[assignment]
+        self.shared = shared
         self.budget = budget
+        self.name = name
         self._timer = timer
+        self._reported: set[tuple[str, str]] = set()
 
     @classmethod
     def in_directory(
-        cls, directory: Path | None = None, *, budget: int = DEFAULT_DISK_BUDGET, timer: Any = time.time
-    ) -> DiskCache:
+        cls,
+        directory: Path | None = None,
+        *,
+        budget: int = DEFAULT_DISK_BUDGET,
+        timer: Callable[[], float] = time.time,
+    ) -> SignedCache:
         """The file-backed cache in ``directory`` (default: the per-user cache directory)."""
         directory = default_cache_dir() if directory is None else directory
         key = load_or_create_key(directory / "secret.key")
         return cls(FileBackend(directory), key, budget=budget, timer=timer)
 
     # writing
-    def save(self, value: SerializedValue, record: DiskRecord) -> bool:
+    def save(self, value: SerializedValue, header: EntryHeader) -> bool:
         """Persist ``value``; False (with one warning) when the disk can't take it."""
         meta, buffers = value.parts()
-        layout = (len(meta), *(b.nbytes for b in buffers))
-        record = DiskRecord(**{**asdict(record), "layout": layout, "size": sum(layout)})
-        header = record.to_json()
-        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
-
-        def signed() -> Iterator[bytes | memoryview]:
-            chunks: list[bytes | memoryview] = [
-                _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)),
-                header,
-                meta,
-            ]
-            for chunk in [*chunks, *buffers]:
-                mac.update(chunk)
-                yield chunk
-            yield mac.digest()
-
+        sealed, size, pieces = seal(header, meta, buffers, self.signer)
+        ttl = None if sealed.expires is None else max(1.0, sealed.expires - self._timer())
         try:
-            self.backend.put(record.key, signed())
+            self.backend.put(sealed.key, pieces, tag=sealed.generation, size=size, ttl=ttl)
         except OSError as exc:
             warnings.warn(
-                f"could not persist {record.label!r} to disk ({exc.strerror or exc}); "
+                f"could not persist {sealed.label!r} to {self._where()} ({_reason(exc)}); "
                 "it stays cached in memory for this kernel",
                 RuntimeWarning,
                 stacklevel=3,
             )
             return False
-        self.enforce_budget(keep=record.key)
+        if not self.shared:
+            self.backend.trim(self.budget, keep=sealed.key)
         return True
 
     # reading
-    def load(self, key: str) -> tuple[SerializedValue, DiskRecord] | None:
-        """The verified value and record, or None (missing, expired, foreign, or refused)."""
+    def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
+        """The verified value and header, or None (missing, expired, foreign, stale or refused)."""
         try:
             blob = self.backend.get(key)
-        except OSError:
+            if blob is None:
+                return None
+            try:
+                header, meta, buffers = self._open(key, blob.data, blob.current)
+            except Refused as first:
+                reread = getattr(self.backend, "reread", None)  # raced a writer's rename?
+                again = reread(key) if reread is not None and "older" in str(first) else None
+                if again is None:
+                    raise
+                header, meta, buffers = self._open(key, again.data, again.current)
+        except Refused as exc:
+            self._refuse(key, str(exc))
             return None
-        if blob is None:
-            return None
-        view = memoryview(blob)
-        if len(blob) < _PREFIX.size + _MAC_SIZE:
-            self._refuse(key, "it is truncated")
-            return None
-        magic, version, header_length = _PREFIX.unpack_from(blob)
-        if magic != MAGIC:
-            self._refuse(key, "it is not an ipycache_ext entry")
-            return None
-        if version != FORMAT_VERSION:
+        except OtherVersion:
             return None  # another version's entry: a miss, and it is replaced on save
-        expected = hmac.new(self._secret, view[:-_MAC_SIZE], hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, view[-_MAC_SIZE:]):
-            self._refuse(key, "its signature does not match this user's key")
+        except BackendUnavailable:
+            raise
+        except OSError as exc:  # unreadable (permissions, a FIFO, a directory, I/O error)
+            self._report(
+                key,
+                f"could not read the cached entry for key {key[:12]} ({_reason(exc)}); "
+                "it is treated as a miss",
+                unreadable=isinstance(exc, NotARegularFile),
+            )
             return None
-        start = _PREFIX.size + header_length
-        record = DiskRecord.from_json(bytes(view[_PREFIX.size : start]))
-        if record.key != key:
-            self._refuse(key, "it was stored under another key")
+        if header.expires is not None and self._timer() >= header.expires:
+            if not self.shared:
+                self.delete(key)
             return None
-        if record.expires is not None and self._timer() >= record.expires:
-            self.backend.delete(key)
-            return None
-        pieces: list[memoryview] = []
-        for length in record.layout:
-            pieces.append(view[start : start + length])
-            start += length
-        value = SerializedValue.from_parts(bytes(pieces[0]), pieces[1:])
-        self.backend.touch(key)
-        return value, record
+        return SerializedValue.from_parts(bytes(meta), buffers), header
+
+    def _open(
+        self, key: str, data: Any, current: frozenset[str] | None
+    ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
+        header, meta, buffers = open_sealed(data, self.verifier)
+        if header.key != key:
+            raise Refused("it was stored under another key")
+        if current is not None and header.generation not in current:
+            raise Refused("it is older than the entry last written under this key (an old copy put back?)")
+        return header, meta, buffers
+
+    def _where(self) -> str:
+        return "the team store" if self.shared else "disk"
 
     def _refuse(self, key: str, why: str) -> None:
-        """Never unpickle it: say so once, and remove it."""
-        warnings.warn(
-            f"refused the cached file for key {key[:12]}: {why}. It was not loaded and has been removed.",
-            RuntimeWarning,
-            stacklevel=3,
+        """Never unpickle it; say so once. A local file goes; a shared entry stays."""
+        if self.shared:
+            self._report(
+                key,
+                f"refused the team entry for key {key[:12]}: {why}. It was not loaded "
+                "(and is left in the team store)",
+            )
+            return
+        removed = self._remove(key)
+        self._report(
+            key,
+            f"refused the cached file for key {key[:12]}: {why}. It was not loaded"
+            + (" and has been removed." if removed else "."),
+            once=False,
         )
-        with contextlib.suppress(OSError):
+
+    def _report(self, key: str, message: str, *, once: bool = True, unreadable: bool = False) -> None:
+        if once:
+            if (key, message) in self._reported:
+                return
+            self._reported.add((key, message))
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _remove(self, key: str) -> bool:
+        try:
             self.backend.delete(key)
+        except OSError as exc:
+            warnings.warn(
+                f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "
+                "will still find the old value until it is removed",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return False
+        return True
 
     # housekeeping
     def delete(self, key: str) -> None:
-        with contextlib.suppress(OSError):
-            self.backend.delete(key)
+        self._remove(key)
 
     def clear(self) -> int:
-        entries = self.backend.list()
-        for entry in entries:
-            self.delete(entry.key)
-        return len(entries)
+        removed = 0
+        for key in self.backend.keys():  # noqa: SIM118 (a backend, not a dict)
+            removed += self._remove(key)
+        return removed
 
-    def entries(self) -> list[StoredEntry]:
-        return self.backend.list()
+    def usage(self) -> int:
+        return self.backend.usage()
 
     def enforce_budget(self, keep: str | None = None) -> None:
-        """Delete least recently used entries until the disk budget holds."""
-        entries = sorted(self.backend.list(), key=lambda e: e.last_used)
-        total = sum(e.nbytes for e in entries)
-        for entry in entries:
-            if total <= self.budget:
-                break
-            if entry.key == keep:
-                continue
-            self.delete(entry.key)
-            total -= entry.nbytes
+        self.backend.trim(self.budget, keep=keep)
+
+
+DiskCache = SignedCache  # the name the first version had
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _restored(value: SerializedValue, header: EntryHeader, where: str) -> Restored:
+    fields = {f.name for f in dataclasses.fields(Restored)}
+    extra: dict[str, Any] = {
+        "dependencies": header.dependencies,
+        "computed_by": header.computed_by,
+        "where": where,
+    }
+    return Restored(
+        value,
+        value.nbytes,
+        header.created,
+        header.expires,
+        header.compute_seconds,
+        **{name: item for name, item in extra.items() if name in fields},
+    )
+
+
+def _header(key: str, entry: EntryInfo) -> EntryHeader:
+    dependencies: tuple[Mapping[str, Any], ...] = tuple(getattr(entry, "dependencies", ()) or ())
+    return EntryHeader(
+        key=key,
+        kind=entry.kind,
+        label=entry.label,
+        names=tuple(entry.names),
+        created=entry.created,
+        expires=entry.expires,
+        compute_seconds=entry.compute_seconds,
+        computed_by=getattr(entry, "computed_by", None) or whoami(),
+        dependencies=dependencies,
+    )
+
+
+def print_notice(message: str) -> None:
+    """Default for what waiting kernels are told: one line on stderr (shown under the cell)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class StorePersistence:
-    """Adapts a ``DiskCache`` to the store's ``Persistence`` protocol (data entries only)."""
+    """The store's ``Persistence``: the local disk tier, then (``where="team"``) the team tier."""
 
-    _USAGE_MAX_AGE = 10.0  # seconds a disk-usage figure may be reused (the panel asks each second)
-
-    def __init__(self, disk: DiskCache) -> None:
+    def __init__(
+        self, disk: SignedCache | None, team: Any = None, *, notice: Callable[[str], None] = print_notice
+    ):
         self.disk = disk
-        self._usage: tuple[float, int] | None = None
+        self.team = team  # a _team.TeamTier (kept untyped here: it imports the Redis client lazily)
+        self.notice = notice
+        self.lease_seconds = 30.0
+        self.wait_seconds = 600.0
 
     @property
     def directory(self) -> Path | None:
-        """The directory of a file-backed cache (None for other backends)."""
-        return getattr(self.disk.backend, "directory", None)
+        """The directory of a file-backed local cache (None for other backends)."""
+        return getattr(self.disk.backend, "directory", None) if self.disk is not None else None
 
-    def load(self, key: str) -> Restored | None:
-        found = self.disk.load(key)
-        if found is None:
+    def load(self, key: str, where: Where = "disk") -> Restored | None:
+        local = self.disk.load(key) if self.disk is not None else None
+        if local is not None:
+            return _restored(*local, "disk")
+        if where != "team" or self.team is None:
             return None
-        value, record = found
-        return Restored(value, value.nbytes, record.created, record.expires, record.compute_seconds)
+        shared = self.team.load(key)
+        if shared is None:
+            return None
+        value, header = shared
+        if self.disk is not None:
+            self.disk.save(value, header)  # a team hit fills the local tier (re-signed with our key)
+        return _restored(value, header, "team")
 
-    def save(self, key: str, value: Any, entry: EntryInfo) -> bool:
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where = "disk") -> bool:
         if not isinstance(value, SerializedValue):
             return False  # only serialized data can be written out
-        record = DiskRecord(
-            key=key,
-            kind=entry.kind,
-            label=entry.label,
-            names=tuple(entry.names),
-            created=entry.created,
-            expires=entry.expires,
-            compute_seconds=entry.compute_seconds,
-        )
-        self._usage = None
-        return self.disk.save(value, record)
+        header = _header(key, entry)
+        saved = self.disk.save(value, header) if self.disk is not None else False
+        if where == "team" and self.team is not None:
+            saved = self.team.save(value, header) or saved
+        return saved
+
+    def claim(self, key: str, where: Where = "disk") -> AbstractContextManager[Restored | None]:
+        if where == "team" and self.team is not None and self.team.leases() is not None:
+            team = self.team
+            return self._claim(team.leases(), key, where, present=lambda: team.contains(key))
+        backend: Any = self.disk.backend if self.disk is not None else None  # some backends lease
+        if isinstance(backend, Leases):
+            return self._claim(backend, key, "disk", present=lambda: bool(backend.contains(key)))
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def _claim(
+        self, leases: Leases, key: str, where: Where, present: Callable[[], bool]
+    ) -> Iterator[Restored | None]:
+        try:
+            context = _claim(
+                leases,
+                key,
+                who=whoami(),
+                load=lambda: self.load(key, where),
+                present=present,
+                notice=self.notice,
+                lease_seconds=self.lease_seconds,
+                wait_seconds=self.wait_seconds,
+            )
+            found = context.__enter__()
+        except (OSError, BackendUnavailable):  # no lease to be had: compute without one
+            yield None
+            return
+        try:
+            yield found
+        except BaseException:
+            if not context.__exit__(*sys.exc_info()):
+                raise
+        else:
+            context.__exit__(None, None, None)
 
     def delete(self, key: str) -> None:
-        self._usage = None
-        self.disk.delete(key)
+        """Forget ``key`` locally. Team entries are never deleted by a kernel (TTL or the admin)."""
+        if self.disk is not None:
+            self.disk.delete(key)
 
     def clear(self) -> int:
-        self._usage = None
-        return self.disk.clear()
+        return self.disk.clear() if self.disk is not None else 0
 
     def usage(self) -> tuple[int, int]:
-        """Bytes on disk (all kernels of this user) and the disk budget."""
-        now = time.monotonic()
-        if self._usage is None or now - self._usage[0] > self._USAGE_MAX_AGE:
-            self._usage = (now, sum(e.nbytes for e in self.disk.entries()))
-        return self._usage[1], self.disk.budget
+        """Bytes on disk (all kernels of this user, writes in flight included) and the disk budget."""
+        if self.disk is None:
+            return 0, 0
+        try:
+            return self.disk.usage(), self.disk.budget
+        except OSError:
+            return 0, self.disk.budget
 
 
 def open_persistence(
-    directory: Path | None = None, budget: int = DEFAULT_DISK_BUDGET, timer: Any = time.time
+    directory: Path | None = None,
+    budget: int = DEFAULT_DISK_BUDGET,
+    timer: Callable[[], float] = time.time,
+    team: Any = None,
 ) -> StorePersistence | None:
-    """The per-user disk cache, or None (with one warning) when it can't be opened."""
+    """The per-user disk cache (and the team tier, if configured), or None (one warning)."""
     try:
-        return StorePersistence(DiskCache.in_directory(directory, budget=budget, timer=timer))
+        disk = SignedCache.in_directory(directory, budget=budget, timer=timer)
     except OSError as exc:
         warnings.warn(
             f"persistence is off: {exc}. Entries stay in memory; choose a directory you own with "
-            "IPYCACHE_EXT_CACHE_DIR or %config CacheMagics.cache_dir = '...'",
+            f"{ENV_CACHE_DIR} or the cache_dir setting",
             RuntimeWarning,
             stacklevel=3,
         )
         return None
+    return StorePersistence(disk, _open_team(team, timer))
 
 
-def configure(store: CacheStore, directory: Path | None = None, budget: int | None = None) -> None:
+def _open_team(settings: Any, timer: Callable[[], float]) -> Any:
+    if settings is None:
+        return None
+    from ._team import open_team
+
+    return open_team(settings, timer=timer)
+
+
+def configure(
+    store: CacheStore, directory: Path | None = None, budget: int | None = None, team: Any = None
+) -> None:
     """Where ``store`` keeps persisted entries, for every front end (magics and decorators).
 
-    A different directory closes the open disk cache, so the next persisted entry opens the
-    new one; a different budget applies at once.
+    ``team`` is a ``_team.TeamSettings`` (or None: no team tier; see ``team_settings``).
+    A different directory or team closes the open tiers, so the next persisted entry opens
+    the new ones; a different budget applies at once.
     """
-    settings = (directory, DEFAULT_DISK_BUDGET if budget is None else budget)
+    settings = (directory, DEFAULT_DISK_BUDGET if budget is None else budget, team)
+    previous = _settings.get(store)
     _settings[store] = settings
     _unavailable.pop(store, None)
     current = store.persistence
     if isinstance(current, StorePersistence):
-        if current.directory != (directory or default_cache_dir()):
+        same_team = previous is not None and previous[2] == team
+        if current.directory != (directory or default_cache_dir()) or not same_team:
             store.persistence = None
-        else:
+        elif current.disk is not None:
             current.disk.budget = settings[1]
 
 
 def ensure_persistence(store: CacheStore) -> bool:
-    """Give ``store`` its disk cache on first need; False if it can't be had.
-
-    A failure is said once (one warning), not on every persisted entry after it.
-    """
+    """Give ``store`` its tiers on first need; False if they can't be had (said once)."""
     if store.persistence is None and not _unavailable.get(store):
-        directory, budget = _settings.get(store, (None, DEFAULT_DISK_BUDGET))
-        store.persistence = open_persistence(directory, budget, timer=store.now)  # one clock: the store's
+        directory, budget, team = _settings.get(store, (None, DEFAULT_DISK_BUDGET, _env_team()))
+        store.persistence = open_persistence(directory, budget, timer=store.now, team=team)  # one clock
         if store.persistence is None:
             _unavailable[store] = True
     return store.persistence is not None
 
 
+def _env_team() -> Any:
+    from ._team import team_settings
+
+    return team_settings()
+
+
 def open_if_present(store: CacheStore) -> bool:
     """Open the disk cache only if one was made before (to clear it), never create one."""
     if store.persistence is None:
-        directory = _settings.get(store, (None, 0))[0] or default_cache_dir()
+        directory = _settings.get(store, (None, 0, None))[0] or default_cache_dir()
         if (directory / "secret.key").exists():
             return ensure_persistence(store)
     return store.persistence is not None
 
 
 # per store, weakly (stores come and go in tests): its settings, and whether opening failed
-_settings: weakref.WeakKeyDictionary[CacheStore, tuple[Path | None, int]] = weakref.WeakKeyDictionary()
+_settings: weakref.WeakKeyDictionary[CacheStore, tuple[Path | None, int, Any]] = weakref.WeakKeyDictionary()
 _unavailable: weakref.WeakKeyDictionary[CacheStore, bool] = weakref.WeakKeyDictionary()

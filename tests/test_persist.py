@@ -102,7 +102,7 @@ def test_ttl_is_honoured_on_disk(disk: DiskCache, clock: FakeClock) -> None:
     assert disk.load("k1") is not None
     clock.advance(2)
     assert disk.load("k1") is None
-    assert disk.entries() == []  # and the expired file is gone
+    assert disk.backend.keys() == []  # and the expired file is gone
 
 
 def _entry_path(disk: DiskCache, key: str) -> Path:
@@ -155,7 +155,7 @@ def test_another_format_version_is_a_quiet_miss(disk: DiskCache) -> None:
 
 def test_disk_full_is_one_warning_and_no_crash(tmp_path: Path) -> None:
     class FullDisk(FileBackend):
-        def put(self, key: str, chunks: object) -> None:
+        def put(self, key: str, chunks: object, **_: object) -> None:
             with open("/dev/full", "wb") as device:  # the kernel's own "no space left"
                 for chunk in chunks:  # type: ignore[attr-defined]
                     device.write(chunk)
@@ -175,7 +175,7 @@ def test_disk_budget_evicts_least_recently_used(disk: DiskCache) -> None:
     assert disk.load("aa") is not None  # aa is now the most recently used
     time.sleep(0.02)
     disk.save(serialize(payload), record("cc"))
-    assert sorted(e.key for e in disk.entries()) == ["aa", "cc"]
+    assert disk.backend.keys() == ["aa", "cc"]
 
 
 WRITER = textwrap.dedent(
@@ -247,5 +247,97 @@ def test_two_processes_writing_and_reading_one_key(tmp_path: Path) -> None:
             process.kill()
             process.wait(10)
     assert reads > 5
-    assert [e.key for e in cache.entries()] == ["shared"]
+    assert cache.backend.keys() == ["shared"]
     _check_valid(cache)
+
+
+def test_an_older_file_copied_back_after_a_refresh_is_refused(tmp_path: Path, disk: DiskCache) -> None:
+    disk.save(serialize("old value"), record("kr"))
+    old = _entry_path(disk, "kr").read_bytes()
+    disk.save(serialize("new value"), record("kr"))  # a --refresh writes the key again
+    _entry_path(disk, "kr").write_bytes(old)  # and someone puts the old file back
+    with pytest.warns(RuntimeWarning, match="older than the entry last written"):
+        assert disk.load("kr") is None
+    assert not _entry_path(disk, "kr").exists()
+
+
+def test_an_old_file_put_back_after_a_delete_is_refused(disk: DiskCache) -> None:
+    disk.save(serialize(1), record("kd"))
+    old = _entry_path(disk, "kd").read_bytes()
+    disk.delete("kd")
+    _entry_path(disk, "kd").write_bytes(old)
+    with pytest.warns(RuntimeWarning, match="older than"):
+        assert disk.load("kd") is None
+
+
+def test_a_deeply_nested_signed_header_is_a_refusal_not_a_recursion_error(tmp_path: Path) -> None:
+    from ipycache_ext._envelope import MAGIC, PREFIX
+    from ipycache_ext._signing import HmacSigner
+
+    directory = tmp_path / "cache"
+    secret = load_or_create_key(directory / "secret.key")
+    cache = DiskCache(FileBackend(directory), secret)
+    header = b"[" * 60_000 + b"]" * 60_000  # what even the owner's key must not make us choke on
+    body = PREFIX.pack(MAGIC, FORMAT_VERSION, 1, bytes(32), len(header)) + header + b"payload"
+    signature = HmacSigner(secret).start()
+    signature.update(body)
+    _entry_path(cache, "deep").write_bytes(body + signature.finish())
+    with pytest.warns(RuntimeWarning, match="header can't be read"):
+        assert cache.load("deep") is None
+
+
+def test_a_fifo_named_like_an_entry_is_one_warning_and_a_miss(disk: DiskCache) -> None:
+    os.mkfifo(_entry_path(disk, "kf"))
+    with pytest.warns(RuntimeWarning, match="could not read the cached entry") as caught:
+        assert disk.load("kf") is None
+        assert disk.load("kf") is None  # said once
+    assert len(caught) == 1
+
+
+def test_when_a_file_cannot_be_removed_other_kernels_are_said_to_see_it(
+    disk: DiskCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk.save(serialize(1), record("ro"))
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.warns(RuntimeWarning, match="other kernels will still find the old value"):
+        disk.delete("ro")
+
+
+KEY_MAKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from ipycache_ext._signing import load_or_create_key
+    start = float(sys.argv[2])
+    while time.time() < start:
+        pass
+    print(load_or_create_key(Path(sys.argv[1]) / "secret.key").hex(), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_many_processes_creating_the_key_at_once_get_one_key(tmp_path: Path) -> None:
+    for trial in range(4):
+        directory = tmp_path / f"cache{trial}"
+        start = time.time() + 1.5  # all of them spin until the same moment
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", KEY_MAKER, str(directory), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            for _ in range(10)
+        ]
+        results = [process.communicate(timeout=60) for process in processes]
+        errors = [err for _, err in results if err.strip()]
+        assert errors == []
+        keys = {out.strip() for out, _ in results}
+        assert len(keys) == 1 and len(next(iter(keys))) == 64
+        assert sorted(p.name for p in directory.iterdir() if "secret" in p.name) == ["secret.key"]
