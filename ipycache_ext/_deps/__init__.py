@@ -1,0 +1,19 @@
+"""Dynamic dependencies: what a computation read while it ran, checked cheaply on every hit.
+
+The key of an entry sees the values a computation is given; this package sees what it
+reads on its own: files (Python opens through an audit hook, native readers through
+wrappers), directory listings and globs, ``os.environ`` lookups, the global random
+generators, and — for code that reads variables by name at run time — the namespace.
+No IPython here: the engine wraps each computation in ``recording()``, stores
+``dependencies()`` with the entry, asks ``first_change()`` before serving a hit and calls
+``replay_effects()`` after.
+"""
+
+from __future__ import annotations
+
+from ._dynamic import dynamic_reads
+from ._lazy import files_of
+from ._recording import Recording, recording
+from ._records import first_change, replay_effects
+
+__all__ = ["Recording", "dynamic_reads", "files_of", "first_change", "recording", "replay_effects"]

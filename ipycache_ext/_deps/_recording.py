@@ -1,0 +1,95 @@
+"""``recording()``: run a computation while noting what it reads, then turn that into records."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from . import _audit, _environ, _native, _records, _rng
+from ._state import Observations, begin, end, suspended
+
+
+class Recording:
+    """What one computation read; ``dependencies()`` once it has finished."""
+
+    def __init__(self, observations: Observations, declared: Sequence[str], declared_cwd: str, *,
+                 namespace: Mapping[str, Any] | None, dynamic: str | None,
+                 exclude: Collection[str]) -> None:  # fmt: skip
+        self._obs = observations
+        self._declared = tuple(declared)
+        self._declared_cwd = declared_cwd
+        self._namespace = namespace
+        self.dynamic = dynamic  # the construct that reads names dynamically (None: none found)
+        self._exclude = tuple(exclude)
+        self._end_cwd = observations.cwd
+        self._rng_after: dict[str, Any] = {}
+        self._finished = False
+        self._records: tuple[dict[str, Any], ...] | None = None
+
+    def _finish(self) -> None:
+        """At the end of the run: the cheap facts that would drift if taken later."""
+        self._finished = True
+        try:
+            self._end_cwd = os.getcwd()
+        except OSError:
+            self._obs.errors.append("the working directory was removed")
+        for rng, before in self._obs.rng_before.items():
+            state = _rng.capture(rng)
+            if state is None:
+                continue
+            after = _rng.to_json(state)
+            if _rng.state_digest(after) != before:
+                self._rng_after[rng] = after
+
+    def dependencies(self) -> tuple[dict[str, Any], ...]:
+        """The JSON-able records, sorted (hashes each input file once, on the first call)."""
+        if self._records is None:
+            if not self._finished:
+                raise RuntimeError("dependencies() is known once the recording has ended")
+            with suspended():
+                records = _records.finalize(self._obs, self._declared, self._declared_cwd,
+                                            self._end_cwd, self._rng_after)  # fmt: skip
+                if self._namespace is not None:
+                    from ._dynamic import namespace_record
+
+                    via = self.dynamic or "a dynamic read"
+                    records.append(namespace_record(self._namespace, via=via, exclude=self._exclude))
+            self._records = tuple(records)
+        return self._records
+
+
+def _install() -> None:
+    _audit.install()
+    _environ.install()
+    _native.install()
+
+
+@contextmanager
+def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
+              namespace: Mapping[str, Any] | None = None, dynamic: str | None = None,
+              exclude: Collection[str] = ()) -> Iterator[Recording]:  # fmt: skip
+    """Record what the body reads, for this context only (not other threads or cells).
+
+    ``declared``: paths or globs the computation depends on that can't be seen (a
+    subprocess's input); relative ones resolve against ``cwd`` (default: the working
+    directory now). ``namespace``: when the code reads names dynamically (``dynamic``, from
+    ``dynamic_reads``), the namespace whose variables (less ``exclude``) become dependencies.
+    """
+    _install()
+    start = os.getcwd()
+    obs = Observations(cwd=start)
+    from ._state import CURRENT
+
+    obs.parent = CURRENT.get()
+    obs.rng_before = _rng.before_all()
+    result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude)
+    token = begin(obs)
+    try:
+        yield result
+    finally:
+        end(token)
+        result._finish()
+        if obs.parent is not None:
+            obs.parent.absorb(obs)
