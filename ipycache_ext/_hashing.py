@@ -5,14 +5,22 @@ fields, each with its length. Framing makes the encoding unambiguous: ``("ab", "
 ``("a", "bc")``, ``1`` and ``"1"``, a list and a tuple never produce the same bytes. Data
 is hashed in full, never sampled: a change anywhere in an input changes its digest.
 
-Supported by content: None, bool, int, float, complex, str, bytes, containers
-(recursively, with cycle protection; dicts and sets independent of insertion order,
-exactly where Python's equality is), numpy arrays and scalars (dtype, shape, all bytes),
-pandas Index/Series/DataFrame (type, names, dtypes, index, all values), functions
-defined in the notebook (code, defaults, closure values and the globals they read,
-transitively), classes defined in the notebook (their methods and attributes), modules
-(name and version), and anything else through its cloudpickle stream, whose large
-buffers are hashed in place.
+What is hashed how (this module walks values; ``_hash_code`` hashes code, classes and
+modules; ``_hash_data`` hashes numpy, pandas, Arrow and large buffers):
+
+- atoms by their bytes (floats by their IEEE bits, so NaN's sign and payload count);
+- lists, tuples and dicts in order (a dict's order is part of what a result sees:
+  ``list(d)``, ``pd.DataFrame(d).columns``); sets and frozensets canonically (sorted item
+  digests), because their order is an artefact of the process's hash seed;
+- any other object by what pickle would rebuild it from (``__reduce_ex__``): its class
+  (by code when defined in the notebook or a local module), the constructor arguments and
+  its state, each walked by these same rules. So sets inside objects are canonical, a
+  notebook class's instance hits again after the class cell is re-run or the kernel
+  restarted, and a local class's code edits are seen.
+
+Who may interfere: ``hash_funcs`` replace a type's value by what the function returns; a
+``HashContext`` (the engine's) turns a cached resource into its token and decides what a
+function's unhashable global becomes.
 
 xxh3-128 is not a cryptographic hash: keys guard against accidents, not adversaries
 (anything persisted to disk is signed separately).
@@ -20,23 +28,45 @@ xxh3-128 is not a cryptographic hash: keys guard against accidents, not adversar
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import math
+import io
 import os
-import pickle
 import struct
-import sys
-import sysconfig
+import tempfile
 import types
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import cloudpickle
 import xxhash
 
+from ._hash_code import (
+    cached_property_names,
+    global_names,
+    import_target,
+    is_code_bearing,
+    module_is_library,
+    module_version,
+    walk_code,
+)
+from ._hash_data import feed_blob, walk_data
+
+__all__ = [
+    "MISSING",
+    "HashContext",
+    "HashFuncError",
+    "HashFuncs",
+    "Unhashable",
+    "combine",
+    "digest",
+    "global_names",
+    "import_inputs",
+    "module_version",
+]
+
 HashFuncs = Mapping[type | str, Callable[[Any], Any]]
+
+# Kept under its old name: the decorators ask it whether a function is a library's.
+_module_is_library = module_is_library
 
 
 class _Missing:
@@ -65,9 +95,30 @@ class Unhashable(Exception):
         self.reason = reason
 
 
-def digest(value: Any, *, hash_funcs: HashFuncs | None = None) -> str:
+class HashFuncError(Unhashable):
+    """A ``hash_funcs`` function raised: the front end names the cached function, type and func."""
+
+    def __init__(self, value_type: type, func: Callable[[Any], Any], error: BaseException) -> None:
+        name = getattr(func, "__qualname__", None) or repr(func)
+        super().__init__(value_type, f"the hash function {name} raised {type(error).__name__}: {error}")
+        self.func = func
+        self.error = error
+
+
+class HashContext(Protocol):
+    """What the engine knows that hashing can't: which values are cached resources, and
+    what to do with a function's global or closure value that can't be hashed."""
+
+    def identity_of(self, value: Any) -> str | None:
+        """A cached resource's token (hashed instead of the value), else None."""
+
+    def unhashable(self, name: str, value: Any, error: Unhashable) -> str | None:
+        """A token to hash for global/closure ``name`` (identity keying), or None to raise."""
+
+
+def digest(value: Any, *, hash_funcs: HashFuncs | None = None, context: HashContext | None = None) -> str:
     """The hex digest (32 characters) of ``value``'s content. Raises Unhashable."""
-    walker = _Walker(hash_funcs)
+    walker = Walker(hash_funcs, context)
     try:
         walker.walk(value)
     except RecursionError:
@@ -88,80 +139,32 @@ def combine(parts: Iterable[tuple[str, str | bytes]]) -> str:
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- helpers
-_LIBRARY_DIRS = tuple(
-    {p for name in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_path(name))}
-)
+def import_inputs(imports: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
+    """The modules a cell's import statements will bind, as inputs named ``import NAME``.
 
-
-@functools.lru_cache(maxsize=1024)
-def _module_is_library(module_name: str) -> bool:
-    """True for installed or standard-library modules, whose code is pinned by a version."""
-    module = sys.modules.get(module_name)
-    if module is None or module_name in ("__main__", "builtins"):
-        return module_name == "builtins"
-    path = getattr(module, "__file__", None)
-    if path is None:
-        return True  # built into the interpreter
-    return any(path.startswith(d) for d in _LIBRARY_DIRS)
-
-
-@functools.lru_cache(maxsize=1024)
-def module_version(module_name: str) -> str:
-    """The distribution version of a top-level package, or '' when there is none."""
-    top = module_name.partition(".")[0]
-    module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
-    if isinstance(version, str):
-        return version
-    try:
-        return importlib.metadata.version(top)
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return ""
-
-
-def _source_digest(path: str | None) -> bytes:
-    """The digest of a module's source file, re-read only when the file changes."""
-    if not path:
-        return b""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return b""
-    return _file_digest(path, info.st_mtime_ns, info.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _file_digest(path: str, mtime_ns: int, size: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return xxhash.xxh3_128_digest(handle.read())
-    except OSError:
-        return b""
-
-
-def global_names(code: types.CodeType) -> list[str]:
-    """Names a code object (and the code nested in it) may read as globals, sorted."""
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        names.update(current.co_names)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return sorted(names)
+    A cell that runs ``import helpers`` depends on helpers' code although it binds
+    ``helpers`` rather than reading it. A local module not imported yet is imported now, as
+    the cell itself (or a hit, which unpickles the module) would, so that its key is the
+    same before and after the first run.
+    """
+    return {f"import {name}": import_target(name, fromlist) for name, fromlist in imports}
 
 
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
-_PLAIN_ATTRS = frozenset({"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__"})
+_DISPATCH: Mapping[type, Callable[[Any], Any]] = cloudpickle.cloudpickle.Pickler.dispatch_table
 
 
-class _Walker:
-    """One hashing pass; keeps the stack of containers being walked to cut cycles."""
+class Walker:
+    """One hashing pass: the hasher, the stack of values being walked (to cut cycles) and a
+    memo of code-bearing values already hashed in this pass (so a module or helper reached
+    along many paths is hashed once)."""
 
-    def __init__(self, hash_funcs: HashFuncs | None) -> None:
-        self._h = xxhash.xxh3_128()
+    def __init__(self, hash_funcs: HashFuncs | None, context: HashContext | None = None) -> None:
+        self.h = xxhash.xxh3_128()
+        self.context = context
         self._stack: dict[int, int] = {}
+        self.memo: dict[int, tuple[Any, bytes]] = {}
         self._by_type: dict[type, Callable[[Any], Any]] = {}
         self._by_name: dict[str, Callable[[Any], Any]] = {}
         for target, func in (hash_funcs or {}).items():
@@ -172,37 +175,60 @@ class _Walker:
         self._custom_active: set[int] = set()
 
     def hexdigest(self) -> str:
-        return self._h.hexdigest()
+        return self.h.hexdigest()
 
     # framing primitives
-    def _tag(self, tag: bytes) -> None:
-        self._h.update(bytes((len(tag),)))
-        self._h.update(tag)
+    def tag(self, tag: bytes) -> None:
+        self.h.update(bytes((len(tag),)))
+        self.h.update(tag)
 
-    def _blob(self, data: bytes | memoryview) -> None:
-        self._h.update(_U64.pack(memoryview(data).nbytes))
-        self._h.update(data)
+    def u64(self, number: int) -> None:
+        self.h.update(_U64.pack(number))
 
-    def _text(self, text: str) -> None:
-        self._blob(text.encode("utf-8", "surrogatepass"))
+    def blob(self, data: bytes | memoryview) -> None:
+        feed_blob(self.h, data)
 
-    def _sub_digest(self, value: Any) -> bytes:
-        saved, self._h = self._h, xxhash.xxh3_128()
+    def text(self, text: str) -> None:
+        self.blob(text.encode("utf-8", "surrogatepass"))
+
+    def sub_digest(self, value: Any) -> bytes:
+        """The digest of ``value`` alone (same stack and memo), to sort, memoize or fall back."""
+        saved, self.h = self.h, xxhash.xxh3_128()
         try:
             self.walk(value)
-            return self._h.digest()
+            return self.h.digest()
         finally:
-            self._h = saved
+            self.h = saved
+
+    def guarded(self, name: str, value: Any) -> None:
+        """A global or closure value of a function: if it can't be hashed, the context may
+        key it by identity instead."""
+        try:
+            part = self.sub_digest(value)
+        except HashFuncError:
+            raise
+        except Unhashable as exc:
+            token = None if self.context is None else self.context.unhashable(name, value, exc)
+            if token is None:
+                raise
+            self.tag(b"identity")
+            self.text(token)
+            return
+        self.h.update(part)
 
     # dispatch
     def walk(self, value: Any) -> None:
         if self._by_type or self._by_name:
             custom = self._custom(value)
             if custom is not None:
-                self._tag(b"hash_func")
+                self.tag(b"hash_func")
                 self._custom_active.add(id(value))
                 try:
-                    self.walk(custom(value))
+                    try:
+                        replacement = custom(value)
+                    except Exception as exc:
+                        raise HashFuncError(type(value), custom, exc) from exc
+                    self.walk(replacement)
                 finally:
                     self._custom_active.discard(id(value))
                 return
@@ -210,16 +236,40 @@ class _Walker:
         if handler is not None:
             handler(self, value)
             return
+        if self.context is not None:
+            token = self.context.identity_of(value)
+            if token is not None:
+                self.tag(b"resource")
+                self.text(token)
+                return
         marker = id(value)
         if marker in self._stack:
-            self._tag(b"cycle")
-            self._h.update(_U64.pack(len(self._stack) - self._stack[marker]))
+            self.tag(b"cycle")
+            self.u64(len(self._stack) - self._stack[marker])
+            return
+        remembered = self.memo.get(marker)
+        if remembered is not None and remembered[0] is value:
+            self.h.update(remembered[1])
             return
         self._stack[marker] = len(self._stack)
         try:
-            self._walk_other(value)
+            if is_code_bearing(value):
+                # Functions, classes and modules recur along many paths: hash each once.
+                part = self.sub_digest_unstacked(value)
+                self.memo[marker] = (value, part)
+                self.h.update(part)
+            else:
+                self._walk_other(value)
         finally:
             del self._stack[marker]
+
+    def sub_digest_unstacked(self, value: Any) -> bytes:
+        saved, self.h = self.h, xxhash.xxh3_128()
+        try:
+            self._walk_other(value)
+            return self.h.digest()
+        finally:
+            self.h = saved
 
     def _custom(self, value: Any) -> Callable[[Any], Any] | None:
         if id(value) in self._custom_active:
@@ -231,311 +281,121 @@ class _Walker:
         return None
 
     def _walk_other(self, value: Any) -> None:
+        cls = type(value)
         if value is MISSING:
-            self._tag(b"missing")
-        elif isinstance(value, (list, tuple)):
-            self._sequence(value)
-        elif isinstance(value, dict) and type(value) not in (dict, OrderedDict):
-            # A subclass behaves differently (defaultdict(int) vs (list), Counter): say which.
-            cls = type(value)
-            self._tag(b"dict_subclass")
-            self._text(f"{cls.__module__}.{cls.__qualname__}")
-            self.walk(getattr(value, "default_factory", None))
-            self.walk(dict(value))
-        elif isinstance(value, OrderedDict):
-            self._tag(b"odict")
-            self._h.update(_U64.pack(len(value)))
-            for k, v in value.items():
-                self.walk(k)
-                self.walk(v)
-        elif isinstance(value, dict):
-            self._unordered(b"dict", (self._sub_digest((k, v)) for k, v in value.items()))
+            self.tag(b"missing")
+        elif cls is list or cls is tuple:
+            self.tag(b"list" if cls is list else b"tuple")
+            self.u64(len(value))
+            for item in value:
+                self.walk(item)
+        elif cls is dict:
+            self.tag(b"dict")  # in order: list(d) and DataFrame(d) see it
+            self.u64(len(value))
+            for key, item in value.items():
+                self.walk(key)
+                self.walk(item)
+        elif cls is set or cls is frozenset:
+            self._unordered(b"set" if cls is set else b"frozenset", value)
         elif isinstance(value, (set, frozenset)):
-            self._unordered(b"set", (self._sub_digest(v) for v in value))
-        elif isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
-            self._function(value)
-        elif isinstance(value, type):
-            self._class(value)
-        elif isinstance(value, types.ModuleType):
-            self._tag(b"module")
-            self._text(value.__name__)
-            if _module_is_library(value.__name__):
-                self._text(module_version(value.__name__))
-            else:  # a module of the user's own, maybe edited and autoreloaded: its source counts
-                self._blob(_source_digest(getattr(value, "__file__", None)))
-        elif self._numpy_or_pandas(value):
+            # A subclass: its class and own state, and its items canonically (pickle would
+            # write them in hash-seed order).
+            self.tag(b"set_subclass")
+            self.walk(cls)
+            items = set.__iter__(value) if isinstance(value, set) else frozenset.__iter__(value)
+            self._unordered(b"items", items)
+            self.walk(getattr(value, "__dict__", None))
+        elif walk_code(self, value) or walk_data(self, value):
             return
-        elif callable(value) and getattr(value, "__wrapped__", None) is not None:
-            # functools.cache / lru_cache / wraps-style wrappers: the code is the wrapped function's.
-            self._tag(b"wrapper")
-            self._text(f"{type(value).__module__}.{type(value).__qualname__}")
-            self.walk(value.__wrapped__)
-        else:
-            self._pickled(value)
-
-    def _sequence(self, value: list[Any] | tuple[Any, ...]) -> None:
-        cls = type(value)
-        self._tag(b"list" if cls is list else b"tuple" if cls is tuple else b"seq")
-        if cls not in (list, tuple):
-            self._text(f"{cls.__module__}.{cls.__qualname__}")
-        self._h.update(_U64.pack(len(value)))
-        for item in value:
-            self.walk(item)
-
-    def _unordered(self, tag: bytes, digests: Iterable[bytes]) -> None:
-        ordered = sorted(digests)
-        self._tag(tag)
-        self._h.update(_U64.pack(len(ordered)))
-        for d in ordered:
-            self._h.update(d)
-
-    # code
-    def _function(self, func: Any) -> None:
-        if isinstance(func, types.MethodType):
-            self._tag(b"method")
-            self.walk(func.__self__)
-            self.walk(func.__func__)
-            return
-        owner = getattr(func, "__self__", None)
-        if (
-            isinstance(func, types.BuiltinFunctionType)
-            and owner is not None
-            and not isinstance(owner, types.ModuleType)
-        ):
-            self._tag(b"builtin_method")  # {"a": 1}.get: what it does depends on its dict
-            self._text(func.__name__)
-            self.walk(owner)
-            return
-        module = getattr(func, "__module__", None) or ""
-        if not isinstance(func, types.FunctionType) or _module_is_library(module):
-            self._tag(b"libfunc")
-            self._text(module)
-            self._text(getattr(func, "__qualname__", repr(func)))
-            self._text(module_version(module))
-            return
-        self._tag(b"func")
-        self._text(func.__qualname__)
-        self._code(func.__code__)
-        self.walk(func.__defaults__)
-        self.walk(func.__kwdefaults__)
-        cells = func.__closure__ or ()
-        self._h.update(_U64.pack(len(cells)))
-        for cell in cells:
+        elif isinstance(value, (io.IOBase, tempfile._TemporaryFileWrapper)):
+            self._file(value)
+        elif cls is types.MappingProxyType:
+            self.tag(b"mappingproxy")
+            self.walk(dict(value))
+        elif cls is memoryview:
+            self.tag(b"memoryview")
+            self.text(value.format)
+            self.walk(value.shape)
+            self.blob(value.tobytes() if not value.c_contiguous else value.cast("B"))
+        elif cls is types.CellType:
+            self.tag(b"cell")
             try:
-                self.walk(cell.cell_contents)
-            except ValueError:  # an empty cell: the variable is not bound yet
-                self._tag(b"empty_cell")
-        self._globals(func.__code__, func.__globals__)
+                self.walk(value.cell_contents)
+            except ValueError:
+                self.tag(b"empty_cell")
+        else:
+            self.reduced(value)
 
-    def _globals(self, code: types.CodeType, namespace: Mapping[str, Any]) -> None:
-        for name in global_names(code):
-            if name in namespace:
-                self._text(name)
-                self.walk(namespace[name])
+    def _unordered(self, tag: bytes, items: Iterable[Any]) -> None:
+        ordered = sorted(self.sub_digest(item) for item in items)
+        self.tag(tag)
+        self.u64(len(ordered))
+        for part in ordered:
+            self.h.update(part)
 
-    def _code(self, code: types.CodeType) -> None:
-        self._tag(b"code")
-        self._blob(code.co_code)
-        for names in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
-            self._text("\x00".join(names))
-        self._h.update(
-            struct.pack(
-                "<5Q",
-                code.co_argcount,
-                code.co_posonlyargcount,
-                code.co_kwonlyargcount,
-                code.co_flags,
-                len(code.co_consts),
-            )
-        )
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                self._code(const)
-            else:
-                self.walk(const)
-
-    def _class(self, cls: type) -> None:
-        if _module_is_library(cls.__module__):
-            self._tag(b"libclass")
-            self._text(cls.__module__)
-            self._text(cls.__qualname__)
-            self._text(module_version(cls.__module__))
+    def _file(self, handle: Any) -> None:
+        """Files as Streamlit hashes them: name, modification time and position (plus size);
+        in-memory files by position and content."""
+        name: Any = getattr(handle, "name", None)
+        if isinstance(handle, tempfile._TemporaryFileWrapper):
+            handle = handle.file
+        if handle.closed:
+            raise Unhashable(type(handle), "it is closed, so neither its content nor its position can be read")
+        self.tag(b"file")
+        self.text(type(handle).__qualname__)
+        if isinstance(handle, (io.BytesIO, io.StringIO)):
+            self.u64(handle.tell())
+            self.walk(handle.getvalue())
             return
-        self._tag(b"class")
-        self._text(cls.__qualname__)
-        self.walk(cls.__bases__)
-        attrs = sorted((k, v) for k, v in vars(cls).items() if k not in _PLAIN_ATTRS)
-        self._h.update(_U64.pack(len(attrs)))
-        for name, attr in attrs:
-            self._text(name)
-            if isinstance(attr, (staticmethod, classmethod)):
-                self.walk(attr.__func__)
-            elif isinstance(attr, property):
-                self.walk((attr.fget, attr.fset, attr.fdel))
-            else:
-                self.walk(attr)
-
-    # data libraries (only looked at when already imported: hashing never imports them)
-    def _numpy_or_pandas(self, value: Any) -> bool:
-        np = sys.modules.get("numpy")
-        if np is not None:
-            if type(value) is np.ndarray:
-                self._ndarray(value)
-                return True
-            if isinstance(value, np.ndarray):  # masked arrays, matrices: their pickle has it all
-                self._pickled(value)
-                return True
-            if isinstance(value, np.generic):
-                self._tag(b"np.scalar")
-                self._text(value.dtype.str)
-                if value.dtype.hasobject:
-                    self.walk(value.item())
-                else:
-                    self._blob(value.tobytes())
-                return True
-        pd = sys.modules.get("pandas")
-        if pd is None:
-            return False
-        if isinstance(value, pd.DataFrame):
-            self._tag(b"pd.DataFrame")
-            self._text(type(value).__qualname__)
-            self.walk(value.columns)
-            self.walk(value.index)
-            self._h.update(_U64.pack(value.shape[1]))
-            for column in (value.iloc[:, i] for i in range(value.shape[1])):
-                self._text(str(column.dtype))
-                self._array(column.array)
-            return True
-        if isinstance(value, pd.Series):
-            self._tag(b"pd.Series")
-            self._text(type(value).__qualname__)
-            self.walk(value.name)
-            self.walk(value.index)
-            self._text(str(value.dtype))
-            self._array(value.array)
-            return True
-        if isinstance(value, pd.MultiIndex):
-            self._tag(b"pd.MultiIndex")
-            self.walk(list(value.names))
-            self.walk(list(value.levels))
-            self.walk([value.codes[i] for i in range(value.nlevels)])
-            return True
-        if isinstance(value, pd.RangeIndex):
-            self._tag(b"pd.RangeIndex")
-            self.walk(value.name)
-            self.walk((value.start, value.stop, value.step))
-            return True
-        if isinstance(value, pd.Index):
-            self._tag(b"pd.Index")
-            self._text(type(value).__qualname__)
-            self.walk(value.name)
-            self._text(str(value.dtype))
-            self._array(value.array)
-            return True
-        if isinstance(value, pd.api.extensions.ExtensionArray):
-            self._array(value)
-            return True
-        return False
-
-    def _ndarray(self, array: Any) -> None:
-        self._tag(b"ndarray")
-        self._text(array.dtype.str if array.dtype.fields is None else repr(array.dtype.descr))
-        self.walk(tuple(int(n) for n in array.shape))
-        if array.dtype.hasobject:
-            items = array.ravel(order="C").tolist()
-            if all(type(item) is str for item in items):
-                self._strings(items)
-            else:
-                for item in items:
-                    self.walk(item)
-            return
-        np = sys.modules["numpy"]
-        contiguous = np.ascontiguousarray(array)
-        self._blob(memoryview(contiguous.reshape(-1).view(np.uint8)))
-
-    def _strings(self, items: list[str]) -> None:
-        """Many strings at once: their concatenation plus every length, so the split is unique."""
-        np = sys.modules["numpy"]
-        self._tag(b"strings")
-        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
-        self._blob(memoryview(lengths).cast("B"))
-        self._blob("".join(items).encode("utf-8", "surrogatepass"))
-
-    def _array(self, array: Any) -> None:
-        """The values of a pandas column or index, by their physical layout."""
-        pd = sys.modules["pandas"]
-        self._text(type(array).__qualname__)
-        if isinstance(array, pd.Categorical):
-            self.walk(array.categories)
-            self.walk(bool(array.ordered))
-            self._ndarray(array.codes)
-            return
-        ndarray = getattr(array, "_ndarray", None)  # numpy-backed: datetimes, python strings
-        if ndarray is not None:
-            self._text(str(array.dtype))
-            self._ndarray(ndarray)
-            return
-        data, mask = getattr(array, "_data", None), getattr(array, "_mask", None)
-        if data is not None and mask is not None:  # masked: Int64, Float64, boolean
-            self._ndarray(data)
-            self._ndarray(mask)
-            return
-        arrow = getattr(array, "_pa_array", None)
-        if arrow is not None:
-            self._arrow(arrow)
-            return
-        self._pickled(array)
-
-    def _arrow(self, chunked: Any) -> None:
-        """Arrow columns by their buffers, hashed in place, with each chunk's offset and length.
-
-        Slices share their parent's buffers, so the offset and length are what tell two
-        slices of one buffer apart; the whole buffer is hashed, never a sample of it.
-        """
-        self._tag(b"arrow")
-        self._text(str(chunked.type))
-        self._h.update(_U64.pack(chunked.num_chunks))
-        for chunk in chunked.chunks:
-            self._arrow_array(chunk)
-
-    def _arrow_array(self, chunk: Any) -> None:
-        self._text(str(chunk.type))
-        self._h.update(struct.pack("<3Q", len(chunk), chunk.offset, chunk.null_count))
-        buffers = chunk.buffers()  # children's buffers included
-        self._h.update(_U64.pack(len(buffers)))
-        for buffer in buffers:
-            if buffer is None:
-                self._tag(b"nobuf")
-            else:
-                self._blob(memoryview(buffer))
-        dictionary = getattr(chunk, "dictionary", None)  # dictionary-encoded: the values live here
-        if dictionary is not None:
-            self._tag(b"dictionary")
-            self._arrow_array(dictionary)
-
-    def _pickled(self, value: Any) -> None:
-        cls = type(value)
-        self._tag(b"pickle")
-        self._text(f"{cls.__module__}.{cls.__qualname__}")
-        sizes: list[int] = []
-
-        def on_buffer(buffer: pickle.PickleBuffer) -> None:
-            raw = buffer.raw()
-            sizes.append(raw.nbytes)
-            self._blob(raw)
-
+        if name is None:
+            raise Unhashable(type(handle), "a file object without a name can't be keyed by its file")
+        self.walk(name)
         try:
-            stream = cloudpickle.dumps(value, protocol=5, buffer_callback=on_buffer)
+            info = os.stat(name)
+        except (OSError, TypeError, ValueError):
+            self.tag(b"nostat")
+        else:
+            self.h.update(struct.pack("<qQ", info.st_mtime_ns, info.st_size))
+        try:
+            self.u64(handle.tell())
+        except (OSError, ValueError):
+            self.tag(b"notell")
+
+    def reduced(self, value: Any) -> None:
+        """Any other object, by what pickle rebuilds it from: class, arguments and state."""
+        cls = type(value)
+        reducer = _DISPATCH.get(cls)
+        try:
+            parts = reducer(value) if reducer is not None else value.__reduce_ex__(5)
         except Exception as exc:
             raise Unhashable(cls, f"{type(exc).__name__}: {exc}") from exc
-        self._blob(stream)
-        self._h.update(_U64.pack(len(sizes)))
+        self.tag(b"object")
+        self.walk(cls)
+        if isinstance(parts, str):  # a module-level singleton, pickled by name
+            self.text(parts)
+            return
+        if not isinstance(parts, tuple) or len(parts) < 2:
+            raise Unhashable(cls, f"its __reduce_ex__ returned {type(parts).__name__}, not a tuple")
+        rebuild, args, *rest = parts
+        self.walk(rebuild)
+        self.walk(args)
+        state = rest[0] if rest else None
+        derived = cached_property_names(cls)
+        if derived and isinstance(state, dict):
+            # functools.cached_property values are derived from the rest of the state.
+            state = {k: v for k, v in state.items() if k not in derived}
+        self.walk(state)
+        for extra in rest[1:3]:
+            if extra is None:
+                self.tag(b"none")
+            else:  # listitems / dictitems iterators
+                self.walk(list(extra))
 
 
-def _atom(tag: bytes, encode: Callable[[Any], bytes]) -> Callable[[_Walker, Any], None]:
-    def handle(walker: _Walker, value: Any) -> None:
-        walker._tag(tag)
-        walker._blob(encode(value))
+def _atom(tag: bytes, encode: Callable[[Any], bytes]) -> Callable[[Walker, Any], None]:
+    def handle(walker: Walker, value: Any) -> None:
+        walker.tag(tag)
+        walker.blob(encode(value))
 
     return handle
 
@@ -545,11 +405,12 @@ def _encode_int(value: int) -> bytes:
 
 
 def _encode_float(value: float) -> bytes:
-    # All NaNs are one value for caching; -0.0 and 0.0 stay apart (1/x tells them apart).
-    return b"nan" if math.isnan(value) else _F64.pack(value)
+    # The IEEE bits: -0.0 and 0.0 differ (1/x tells them apart), and so do NaNs of another
+    # sign or payload (math.copysign and struct see them); numpy arrays are hashed the same way.
+    return _F64.pack(value)
 
 
-_EXACT: dict[type, Callable[[_Walker, Any], None]] = {
+_EXACT: dict[type, Callable[[Walker, Any], None]] = {
     type(None): _atom(b"none", lambda v: b""),
     bool: _atom(b"bool", lambda v: b"\x01" if v else b"\x00"),
     int: _atom(b"int", _encode_int),
@@ -559,4 +420,5 @@ _EXACT: dict[type, Callable[[_Walker, Any], None]] = {
     bytes: _atom(b"bytes", lambda v: v),
     bytearray: _atom(b"bytearray", bytes),
     type(Ellipsis): _atom(b"ellipsis", lambda v: b""),
+    type(NotImplemented): _atom(b"notimplemented", lambda v: b""),
 }
