@@ -557,3 +557,15 @@ def test_decorators_persist_where_the_magics_are_configured_and_clear_empties_th
     store = _fresh_kernel(shell, clock, str(folder))  # a restart: nothing open yet
     run(shell, "%cache_clear")
     assert list(folder.glob("*.entry")) == []
+
+
+def test_the_magic_line_is_not_dollar_expanded(shell: InteractiveShell) -> None:
+    """IPython's $variable expansion is quadratic in the line's length (3.9 s for 20k characters)
+    and a cache option never needs it: `$x` stays text, so it is refused as a name."""
+    run(shell, "x = 'y'")
+    result = shell.run_cell("%%cache_data $x\ny = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "'$x' is not a variable name" in str(result.error_in_exec)
+    long_line = "--ignore " + "q" * 20_000  # 20k characters
+    run(shell, f"%%cache_data {long_line}\nz = 2")
+    assert shell.user_ns["z"] == 2
