@@ -21,7 +21,6 @@ memory.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
@@ -30,13 +29,13 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ._claim import claim as _claim
 from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader, OtherVersion, Refused, open_sealed, seal
 from ._serialize import SerializedValue
 from ._signing import HmacSigner, Signer, Verifier, load_or_create_key, private_directory, whoami
-from ._store import CacheStore, EntryInfo, Restored
+from ._store import CacheStore, EntryInfo, Restored, Where
 from .backends.base import Backend, BackendUnavailable, Leases
 from .backends.files import FileBackend, NotARegularFile
 
@@ -59,7 +58,6 @@ __all__ = [
     "private_directory",
 ]
 
-Where = Literal["disk", "team"]
 ENV_CACHE_DIR = "IPYCACHE_EXT_CACHE_DIR"
 DEFAULT_DISK_BUDGET = 10 * 1024**3
 DiskRecord = EntryHeader  # the name the first version had
@@ -243,19 +241,15 @@ def _reason(exc: OSError) -> str:
 
 
 def _restored(value: SerializedValue, header: EntryHeader, where: str) -> Restored:
-    fields = {f.name for f in dataclasses.fields(Restored)}
-    extra: dict[str, Any] = {
-        "dependencies": header.dependencies,
-        "computed_by": header.computed_by,
-        "where": where,
-    }
     return Restored(
         value,
         value.nbytes,
         header.created,
         header.expires,
         header.compute_seconds,
-        **{name: item for name, item in extra.items() if name in fields},
+        dependencies=header.dependencies,
+        computed_by=header.computed_by,
+        where=where,
     )
 
 

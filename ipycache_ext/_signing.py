@@ -36,12 +36,21 @@ NO_SIGNER = bytes(32)
 ENV_TEAM_KEY = "IPYCACHE_EXT_TEAM_KEY"
 
 
+ENV_USER = "IPYCACHE_EXT_USER"
+
+
 def whoami() -> str:
-    """``user@host``: recorded in every entry as who computed it."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
+    """``user@host``: recorded in every entry as who computed it.
+
+    ``$IPYCACHE_EXT_USER`` names the user instead (a shared service account, or two "users"
+    on one machine in the demo); the signature, not this name, is what is trusted.
+    """
+    user = os.environ.get(ENV_USER)
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
 

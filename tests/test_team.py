@@ -1,0 +1,138 @@
+"""The team tier against a real redis-server: trust, fill, refusals that delete nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from ipycache_ext._serialize import serialize
+from ipycache_ext.backends.redis_backend import RedisBackend
+
+from .redis_fixtures import own_redis, redis_server, redis_url
+from .team_helpers import entry, user
+
+__all__ = ["own_redis", "redis_server", "redis_url"]
+
+
+class Marker:
+    """Unpickling this creates a file: proof that a refused entry was never loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path, str]]:
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
+def _team_keys(url: str) -> list[bytes]:
+    client = redis.Redis.from_url(url)
+    try:
+        return sorted(client.keys("ipycache:test:*"))
+    finally:
+        client.close()
+
+
+def test_a_colleagues_entry_is_a_hit_and_fills_the_local_disk(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    frame = np.arange(3_000_000, dtype=np.float64)
+    monkeypatch.setenv("IPYCACHE_EXT_USER", "alice")
+    assert alice.save("k1", serialize(frame), entry(), "team")
+    monkeypatch.setenv("IPYCACHE_EXT_USER", "bob")
+    assert bob.load("k1", "disk") is None  # "disk" never asks the team
+    found = bob.load("k1", "team")
+    assert found is not None and np.array_equal(found.value.load(), frame)
+    assert found.computed_by is not None and found.computed_by.startswith("alice@")
+    assert found.where == "team"
+    assert found.dependencies == ({"kind": "file", "path": "data.csv"},)
+    assert found.compute_seconds == 2.5
+    again = bob.load("k1", "disk")  # now from bob's own disk, re-signed with bob's key
+    assert again is not None and again.where == "disk"
+    assert again.computed_by is not None and again.computed_by.startswith("alice@")
+
+
+def test_an_untrusted_signer_is_a_miss_said_once_never_unpickled_never_deleted(
+    tmp_path: Path, redis_url: str
+) -> None:
+    marker = tmp_path / "marker"
+    mallory = user(tmp_path, "mallory", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    assert mallory.save("k2", serialize(Marker(str(marker))), entry(), "team")
+    before = _team_keys(redis_url)
+    with pytest.warns(RuntimeWarning, match="not in the trusted keys") as caught:
+        assert bob.load("k2", "team") is None
+        assert bob.load("k2", "team") is None
+    assert len(caught) == 1  # reported once
+    assert not marker.exists()
+    assert _team_keys(redis_url) == before  # nothing deleted from the shared store
+
+
+def test_a_tampered_chunk_is_refused_and_left_in_place(tmp_path: Path, redis_url: str) -> None:
+    marker = tmp_path / "marker"
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    assert alice.save("k3", serialize([Marker(str(marker)), np.zeros(200_000)]), entry(), "team")
+    client = redis.Redis.from_url(redis_url)
+    chunk = next(name for name in client.keys("ipycache:test:c:k3:*"))
+    data = bytearray(client.get(chunk) or b"")
+    data[len(data) // 2] ^= 1
+    client.set(chunk, bytes(data))
+    with pytest.warns(RuntimeWarning, match="does not verify"):
+        assert bob.load("k3", "team") is None
+    assert not marker.exists()
+    assert client.exists(chunk) and client.exists("ipycache:test:m:k3")
+    client.close()
+
+
+def test_big_entries_are_chunked_with_the_ttl_on_every_chunk(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    assert alice.team is not None
+    backend = alice.team.backend
+    assert isinstance(backend, RedisBackend)
+    backend.chunk_size = 1 << 20
+    frame = np.random.default_rng(0).random(1_000_000)  # 8 MB: 8 chunks
+    assert alice.save("k4", serialize(frame), entry(expires=time.time() + 120), "team")
+    client = redis.Redis.from_url(redis_url)
+    chunks = client.keys("ipycache:test:c:k4:*")
+    assert len(chunks) >= 8
+    ttls = [client.pttl(name) for name in [*chunks, b"ipycache:test:m:k4"]]
+    assert all(100_000 < ttl <= 120_000 for ttl in ttls), ttls
+    client.close()
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    found = bob.load("k4", "team")
+    assert found is not None and np.array_equal(found.value.load(), frame)
+
+
+def test_a_missing_chunk_is_a_miss_never_a_partial_entry(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    assert alice.team is not None
+    alice.team.backend.chunk_size = 1 << 20  # type: ignore[attr-defined]
+    assert alice.save("k5", serialize(np.ones(1_000_000)), entry(), "team")
+    client = redis.Redis.from_url(redis_url)
+    client.delete(sorted(client.keys("ipycache:test:c:k5:*"))[3])  # as the LRU policy might
+    client.close()
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    assert bob.load("k5", "team") is None  # quietly: eviction is not tampering
+
+
+def test_a_refresh_replaces_the_team_entry(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    alice.save("k6", serialize("old"), entry(), "team")
+    alice.save("k6", serialize("new"), entry(), "team")
+    found = bob.load("k6", "team")
+    assert found is not None and found.value.load() == "new"
+
+
+def test_persist_disk_stays_local(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    alice.save("k7", serialize(1), entry(), "disk")
+    assert _team_keys(redis_url) == []
+    alice.delete("k7")
+    assert alice.load("k7", "team") is None
