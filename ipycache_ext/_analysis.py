@@ -37,6 +37,9 @@ class CellAnalysis:
     code_digest: str
     star_import: bool = False
     definite: frozenset[str] = frozenset()  # outputs bound on every path through the cell
+    # (module, fromlist) of every absolute import statement anywhere in the cell: the cell
+    # depends on those modules' code although it binds, not reads, their names.
+    imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def analyze(source: str) -> CellAnalysis:
@@ -57,7 +60,20 @@ def analyze_tree(tree: ast.Module) -> CellAnalysis:
         code_digest=code_digest(tree),
         star_import=flow.star_import,
         definite=frozenset(flow.bound) & frozenset(flow.outputs),
+        imports=imports_of(tree),
     )
+
+
+def imports_of(tree: ast.AST) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Every absolute ``import``/``from ... import`` in the tree, nested ones included."""
+    found: dict[tuple[str, tuple[str, ...]], None] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.setdefault((alias.name, ()), None)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.setdefault((node.module, tuple(alias.name for alias in node.names)), None)
+    return tuple(found)
 
 
 def code_digest(tree: ast.AST) -> str:

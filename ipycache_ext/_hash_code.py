@@ -230,6 +230,21 @@ def import_target(
     return module
 
 
+def imports_are_pinned(func: types.FunctionType) -> bool:
+    """True when every module ``func``'s body imports is installed (keyed by version), so a
+    digest of ``func`` can be reused while its globals are the same objects; False when it
+    imports a local module, whose code or attributes can change without a rebinding."""
+    package = func.__globals__.get("__package__")
+    for name, fromlist, level in imported_names(func.__code__):
+        target = import_target(name, fromlist, level, package if isinstance(package, str) else None)
+        pinned = isinstance(target, ModuleName) or (
+            isinstance(target, types.ModuleType) and is_library_module(target)
+        )
+        if not pinned:
+            return False
+    return True
+
+
 # ------------------------------------------------------------------ source files
 def source_digest(path: Any) -> bytes:
     """The digest of a module's file, read again whenever its inode, size, mtime or ctime
@@ -269,7 +284,7 @@ _CLASS_SKIP = frozenset(
 
 
 def is_code_bearing(value: Any) -> bool:
-    return isinstance(value, (types.FunctionType, type, types.ModuleType))
+    return isinstance(value, (types.FunctionType, type, types.ModuleType, ModuleName))
 
 
 def cached_property_names(cls: type) -> frozenset[str]:
@@ -364,15 +379,13 @@ def _function(w: Walker, func: Any) -> None:
         w.walk(import_target(name, fromlist, level, package if isinstance(package, str) else None))
 
 
-def _docstring_index(code: types.CodeType) -> int | None:
-    """Where a function's docstring sits in its constants: a docstring edit is not a change."""
+def _docstring_slot(code: types.CodeType) -> bool:
+    """Whether the first constant is a function's docstring slot: a docstring edit is no change."""
     if sys.version_info >= (3, 14):
-        return 0 if code.co_flags & _DOCSTRING_FLAG else None
+        return bool(code.co_flags & _DOCSTRING_FLAG)
     # Up to 3.13 a function's first constant is its docstring or None (lambdas and
-    # comprehensions, named "<...>", have none).
-    if not code.co_flags & 0x1 or code.co_name.startswith("<"):  # CO_OPTIMIZED: a function body
-        return None
-    return 0 if code.co_consts and isinstance(code.co_consts[0], str) else None
+    # comprehensions, named "<...>", have none; CO_OPTIMIZED marks a function body).
+    return bool(code.co_flags & 0x1) and not code.co_name.startswith("<") and bool(code.co_consts)
 
 
 def _code(w: Walker, code: types.CodeType) -> None:
@@ -381,21 +394,19 @@ def _code(w: Walker, code: types.CodeType) -> None:
     w.blob(getattr(code, "co_exceptiontable", b""))
     for names in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
         w.text("\x00".join(names))
+    constants = code.co_consts[1:] if _docstring_slot(code) else code.co_consts
     w.h.update(
         struct.pack(
             "<5Q",
             code.co_argcount,
             code.co_posonlyargcount,
             code.co_kwonlyargcount,
-            code.co_flags,
-            len(code.co_consts),
+            code.co_flags & ~_DOCSTRING_FLAG,
+            len(constants),
         )
     )
-    skip = _docstring_index(code)
-    for index, const in enumerate(code.co_consts):
-        if index == skip:
-            w.tag(b"docstring")
-        elif isinstance(const, types.CodeType):
+    for const in constants:
+        if isinstance(const, types.CodeType):
             _code(w, const)
         else:
             w.walk(const)

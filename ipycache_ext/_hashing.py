@@ -340,7 +340,7 @@ class Walker:
         if isinstance(handle, tempfile._TemporaryFileWrapper):
             handle = handle.file
         if handle.closed:
-            raise Unhashable(type(handle), "it is closed, so neither its content nor its position can be read")
+            raise Unhashable(type(handle), "it is closed: neither its content nor its position can be read")
         self.tag(b"file")
         self.text(type(handle).__qualname__)
         if isinstance(handle, (io.BytesIO, io.StringIO)):

@@ -69,3 +69,18 @@ def test_code_digest_ignores_comments_and_formatting_only() -> None:
     b = analyze("# comment\nx = 1\n\ny = x+2   # more")
     c = analyze("x = 1\ny = x + 3")
     assert a.code_digest == b.code_digest != c.code_digest
+
+
+def test_imports_anywhere_in_the_cell_are_listed_with_their_fromlist() -> None:
+    source = (
+        "import helpers\nimport pkg.sub as s\nfrom utils import f, g\nfrom stars import *\n"
+        "from . import rel\ndef later():\n    import inner\n"
+    )
+    assert analyze(source).imports == (
+        ("helpers", ()),
+        ("pkg.sub", ()),
+        ("utils", ("f", "g")),
+        ("stars", ("*",)),
+        ("inner", ()),
+    )
+    assert analyze("x = 1").imports == ()
