@@ -94,20 +94,29 @@ class ExpiryThread:
     """A daemon thread that sleeps until the earliest entry falls due, then has it dropped.
 
     ``due_in()`` (called with ``condition`` held) says how many seconds until the next
-    expiry (None: none); ``drop_batch()`` (called without it) drops one small batch of due
-    entries and releases them. Between batches the thread lets other threads run, so a
-    hit never waits behind thousands of expiries.
+    expiry (None: none); ``drop(limit)`` (called without it) drops and releases up to
+    ``limit`` due entries. ``activity()`` counts the store's operations: while they run,
+    each of them drops a few due entries itself, so the thread drops only small batches
+    with pauses in between. Under the GIL every batch this thread runs is time a hitting
+    thread waits, so with 100k entries falling due at once hits stay as fast as ever;
+    when nothing else runs, the thread drops large batches back to back.
     """
+
+    BUSY_BATCH = 16
+    BUSY_PAUSE = 0.02
+    IDLE_BATCH = 512
 
     def __init__(
         self,
         condition: threading.Condition,
         due_in: Callable[[], float | None],
-        drop_batch: Callable[[], int],
+        drop: Callable[[int], int],
+        activity: Callable[[], int],
     ) -> None:
         self._condition = condition
         self._due_in = due_in
-        self._drop_batch = drop_batch
+        self._drop = drop
+        self._activity = activity
         self._stopped = False
         self.thread = threading.Thread(target=self._run, name="ipycache_ext-expiry", daemon=True)
 
@@ -121,6 +130,7 @@ class ExpiryThread:
             self._condition.notify_all()
 
     def _run(self) -> None:
+        seen = self._activity()
         while True:
             with self._condition:
                 if self._stopped:
@@ -130,5 +140,10 @@ class ExpiryThread:
                     # Capped: a TTL of years would overflow the wait and kill this thread.
                     self._condition.wait(None if wait is None else min(wait + 0.005, 3600.0))
                     continue
-            if self._drop_batch():
+                busy, seen = self._activity() != seen, self._activity()
+            self._drop(self.BUSY_BATCH if busy else self.IDLE_BATCH)
+            if busy:
+                with self._condition:
+                    self._condition.wait(self.BUSY_PAUSE)
+            else:
                 time.sleep(0)  # hand the interpreter over between batches

@@ -61,6 +61,7 @@ __all__ = [
 
 Timer = Callable[[], float]
 EXPIRY_BATCH = 64  # entries dropped per turn of the lock when many fall due at once
+LAZY_EXPIRY = 2  # due entries each operation drops itself while an expiry thread runs
 
 
 def default_memory_budget() -> int:
@@ -120,6 +121,7 @@ class CacheStore:
         self._flights = Flights()
         self._subscribers = Subscribers()
         self._expiry: ExpiryThread | None = None
+        self._operations = 0  # counted for the expiry thread: it backs off while they run
         self._closed = False
         self._tier: Tier | None = None
 
@@ -561,7 +563,8 @@ class CacheStore:
     def _remove_where(self, predicate: Callable[[Entry], bool], reason: str) -> int:
         removed: Removed = []
         with self._lock:
-            self._purge_lazily(removed)
+            self._operations += 1
+            self._table.expire_due(self._timer(), removed)  # walks every entry anyway
             count = self._table.remove_where(predicate, reason, removed)
         self._after(removed)
         return count
@@ -581,13 +584,13 @@ class CacheStore:
         return entry
 
     def _purge_lazily(self, removed: Removed) -> None:
-        """Without an expiry thread, every operation drops what is due (O(log n) each).
+        """Drop what is due (O(log n) each): all of it, or a few while an expiry thread runs.
 
-        With one, that thread does it in small batches and operations only check their
-        own key, so a hit never pays for thousands of other entries falling due.
+        With a thread, operations and the thread share the work of a mass expiry in small
+        pieces, so a hit never pays for thousands of other entries falling due at once.
         """
-        if self._expiry is None:
-            self._table.expire_due(self._timer(), removed)
+        self._operations += 1
+        self._table.expire_due(self._timer(), removed, None if self._expiry is None else LAZY_EXPIRY)
 
     def _after(self, removed: Removed) -> None:
         """Release and announce removed entries, outside the lock (hooks are user code).
@@ -636,17 +639,17 @@ class CacheStore:
         with self._lock:
             if self._expiry is not None or self._closed:
                 return
-            self._expiry = ExpiryThread(self._changed, self._due_in, self._drop_due_batch)
+            self._expiry = ExpiryThread(self._changed, self._due_in, self._drop_due, lambda: self._operations)
             self._expiry.start()
 
     def _due_in(self) -> float | None:
         earliest = self._table.expiry.earliest()
         return None if earliest is None else earliest - self._timer()
 
-    def _drop_due_batch(self) -> int:
+    def _drop_due(self, limit: int) -> int:
         removed: Removed = []
         with self._lock:
-            self._table.expire_due(self._timer(), removed, EXPIRY_BATCH)
+            self._table.expire_due(self._timer(), removed, limit)
         self._after(removed)
         return len(removed)
 
