@@ -118,6 +118,8 @@ class SignedCache:
         ttl = None if sealed.expires is None else max(1.0, sealed.expires - self._timer())
         try:
             self.backend.put(sealed.key, pieces, tag=sealed.generation, size=size, ttl=ttl)
+        except BackendUnavailable:
+            raise  # the caller's breaker says it once
         except OSError as exc:
             warnings.warn(
                 f"could not persist {sealed.label!r} to {self._where()} ({_reason(exc)}); "
@@ -317,9 +319,9 @@ class StorePersistence:
         if where == "team" and self.team is not None and self.team.leases() is not None:
             team = self.team
             return self._claim(team.leases(), key, where, present=lambda: team.contains(key))
-        backend: Any = self.disk.backend if self.disk is not None else None  # some backends lease
-        if isinstance(backend, Leases):
-            return self._claim(backend, key, "disk", present=lambda: bool(backend.contains(key)))
+        disk = self.disk
+        if disk is not None and isinstance(disk.backend, Leases):  # several kernels of one user
+            return self._claim(disk.backend, key, "disk", present=lambda: disk.backend.contains(key))
         return contextlib.nullcontext(None)
 
     @contextlib.contextmanager

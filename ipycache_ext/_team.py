@@ -29,7 +29,7 @@ from ._persist import SignedCache
 from ._serialize import SerializedValue
 from ._signing import Ed25519Signer, TrustedSigners, read_trusted
 from .backends import open_backend
-from .backends.base import Backend, BackendUnavailable, Leases
+from .backends.base import Backend, BackendUnavailable, Lease, Leases
 
 ENV_TEAM_STORE = "IPYCACHE_EXT_TEAM_STORE"
 ENV_TEAM_NAMESPACE = "IPYCACHE_EXT_TEAM_NAMESPACE"
@@ -140,7 +140,29 @@ class TeamTier:
             raise BackendUnavailable(str(exc)) from exc
 
     def leases(self) -> Leases | None:
-        return self.backend if self.available and isinstance(self.backend, Leases) else None
+        """The backend's leases, each call tripping the breaker when the server fails."""
+        if not self.available or not isinstance(self.backend, Leases):
+            return None
+        return _GuardedLeases(self, self.backend)
+
+
+class _GuardedLeases:
+    def __init__(self, tier: TeamTier, leases: Leases) -> None:
+        self._tier, self._leases = tier, leases
+
+    def acquire(self, key: str, holder: str, ttl: float) -> Lease | None:
+        try:
+            return self._leases.acquire(key, holder, ttl)
+        except BackendUnavailable as exc:
+            self._tier._failed(exc)
+            raise
+
+    def holder(self, key: str) -> str | None:
+        try:
+            return self._leases.holder(key)
+        except BackendUnavailable as exc:
+            self._tier._failed(exc)
+            raise
 
 
 def open_team(settings: TeamSettings, *, timer: Callable[[], float] = time.time) -> TeamTier | None:
