@@ -19,6 +19,7 @@ from typing import Any
 from ._analysis import CellAnalysis, analyze_tree
 from ._capture import CellResult, replay
 from ._cellrun import CellCode, has_top_level_await, run_cell
+from ._deps import dynamic_reads
 from ._engine import CacheEngine, Outcome, Plan, Request, changed_inputs, unhashable_input
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
 from ._hashing import MISSING, Unhashable, combine
@@ -53,6 +54,7 @@ class PreparedCell:
     label: str
     options_digest: str
     validate: Callable[[CellResult], Any] | None
+    dynamic: str | None = None  # how the cell may read variables by name at run time (exec, globals()...)
 
 
 class CachedCells:
@@ -88,6 +90,7 @@ class CachedCells:
             label=cell_label(cell),
             options_digest=combine([("names", "\x00".join(options.names))]),
             validate=self._validator(options.validate) if options.validate else None,
+            dynamic=dynamic_reads(cell),
         )
         self._prepared[memo_key] = prepared
         while len(self._prepared) > _PREPARED_MEMORY:
@@ -118,6 +121,10 @@ class CachedCells:
             persist=options.persist if kind == "data" else False,
             depends_on=options.depends_on,
             unhashable_outside=_unhashable_input,
+            dynamic=prepared.dynamic,
+            namespace=self.shell.user_ns,
+            exclude=options.ignore | frozenset(self.shell.user_ns_hidden),
+            narrow_hint="Leave variables that don't matter out with --ignore NAME.",
         )
         plan = self.engine.plan(request)
 

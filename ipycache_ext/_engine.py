@@ -14,7 +14,6 @@ into their own way of saying it (a one-line ``UsageError``, an exception).
 
 from __future__ import annotations
 
-import inspect
 import threading
 import warnings
 import weakref
@@ -22,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# DEPS: the dynamic-dependency layer (files read, random state, environment) plugs in here.
-from . import _deps_hooks as deps
+# The dynamic-dependency layer: files read, listings, random state, environment, namespace.
+from . import _deps as deps
 from ._errors import UnhashableInputError
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._hashing import MISSING, HashFuncs, Unhashable, combine, digest
@@ -68,6 +67,12 @@ class Request:
     on_release: Callable[[Any], Any] | None = None
     persist: bool | str = False
     depends_on: tuple[str, ...] = ()
+    # Code that reads variables by name at run time (exec, globals()...): the construct found,
+    # the namespace it may read, the names left out, and how the user narrows it.
+    dynamic: str | None = None
+    namespace: Mapping[str, Any] | None = None
+    exclude: frozenset[str] = frozenset()
+    narrow_hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,9 @@ class CacheEngine:
                     reasons[-1] += f" ({names} keyed by identity)"
             if on_miss is not None:
                 on_miss(reasons[-1], previous is not None)
-            with deps.recording(declared=request.depends_on) as recording:
+            namespace = request.namespace if request.dynamic else None
+            with deps.recording(declared=request.depends_on, namespace=namespace,
+                                dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip
                 value = compute()
             recorded.append(recording.dependencies())
             produced.append(value)
@@ -225,8 +232,16 @@ class CacheEngine:
         if refresh:
             reasons.append("refresh requested")
         lookup = self._get_or_create(request, plan, create, refresh, reasons, recorded)
+        if request.dynamic:
+            self.warn_once(
+                request.origin,
+                "dynamic",
+                f"{request.label}: {request.dynamic} may read any variable, so every variable in the "
+                "namespace is part of what the cached result depends on (a change to any of them "
+                f"computes it again). {request.narrow_hint}".rstrip(),
+            )
         if lookup.hit and lookup.entry is not None:
-            changed = deps.first_change(_dependencies(lookup.entry))
+            changed = deps.first_change(_dependencies(lookup.entry), namespace=request.namespace)
             if changed is not None:  # a file (or the random state...) it read is not what it was
                 reasons.append(changed)
                 lookup = self._get_or_create(request, plan, create, True, reasons, recorded)
@@ -301,8 +316,6 @@ class CacheEngine:
         if persist and not ensure_persistence(self.store):
             persist = False  # said once, by ensure_persistence
         options: dict[str, Any] = {}
-        if _STORE_TAKES_DEPENDENCIES:
-            options["dependencies"] = lambda: recorded[-1] if recorded else ()
         if persist:
             options["persist"] = persist
         return self.store.get_or_create(
@@ -319,6 +332,7 @@ class CacheEngine:
             refresh=refresh,
             miss_reason=lambda: reasons[-1] if reasons else None,
             inputs=plan.digests,
+            dependencies=lambda: recorded[-1] if recorded else (),
             **options,
         )
 
@@ -359,21 +373,11 @@ def _raise_not_cached() -> Any:
 
 
 def _dependencies(entry: EntryInfo) -> tuple[Any, ...]:
-    return tuple(getattr(entry, "dependencies", ()))
+    return tuple(entry.dependencies)
 
 
 def _digest(value: Any, hash_funcs: HashFuncs | None, context: _Context) -> str:
-    if _ACCEPTS_CONTEXT:
-        return digest(value, hash_funcs=hash_funcs, context=context)  # type: ignore[call-arg]
-    return digest(value, hash_funcs=hash_funcs)
-
-
-def _accepts_context() -> bool:
-    return "context" in inspect.signature(digest).parameters
-
-
-_ACCEPTS_CONTEXT = _accepts_context()
-_STORE_TAKES_DEPENDENCIES = "dependencies" in inspect.signature(CacheStore.get_or_create).parameters
+    return digest(value, hash_funcs=hash_funcs, context=context)
 
 
 def _is_immutable(value: Any, depth: int = 0) -> bool:

@@ -38,6 +38,8 @@ def _text(cell: Any) -> str:
         if output.get("output_type") == "stream":
             parts.append(output.get("text", ""))
         elif "data" in output and "text/plain" in output["data"]:
+            if "ipycache-status" in str(output["data"].get("text/html", "")):
+                continue  # the cell's cache status, not its output
             parts.append(output["data"]["text/plain"])
     return "".join(parts)
 

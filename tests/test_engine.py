@@ -129,14 +129,14 @@ class _FakeDeps:
         self.replayed: list[Sequence[Mapping[str, Any]]] = []
 
     @contextmanager
-    def recording(self, *, declared: Sequence[str] = (), cwd: str | None = None) -> Iterator[Any]:
+    def recording(self, *, declared: Sequence[str] = (), **_ignored: Any) -> Iterator[Any]:
         class Recording:
             def dependencies(self) -> tuple[dict[str, Any], ...]:
                 return ({"kind": "file", "path": "/data.csv"},)
 
         yield Recording()
 
-    def first_change(self, dependencies: Sequence[Mapping[str, Any]]) -> str | None:
+    def first_change(self, dependencies: Sequence[Mapping[str, Any]], **_ignored: Any) -> str | None:
         found, self.changed = self.changed, None
         return found
 
@@ -147,8 +147,6 @@ class _FakeDeps:
 def test_a_changed_dependency_recomputes_with_its_reason(
     store: CacheStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not getattr(_engine, "_STORE_TAKES_DEPENDENCIES", True):
-        pytest.skip("the store does not keep dependencies yet")
     fake = _FakeDeps()
     monkeypatch.setattr(_engine, "deps", fake)
     engine = CacheEngine(store)
