@@ -132,10 +132,10 @@ def test_namedtuple_fields_and_subclass_state_count() -> None:
 
 @given(st.lists(st.text(max_size=5), max_size=8, unique=True))
 def test_dicts_are_ordered_sets_are_not(keys: list[str]) -> None:
-    forward = {k: 1 for k in keys}
-    backward = {k: 1 for k in reversed(keys)}
+    forward = dict.fromkeys(keys, 1)
+    backward = dict.fromkeys(reversed(keys), 1)
     assert (digest(forward) == digest(backward)) == (list(forward) == list(backward))
-    assert digest(set(keys)) == digest(set(reversed(keys)))
+    assert digest(set(keys)) == digest({*reversed(keys)})
 
 
 # ---------------------------------------------------------------- numbers and arrays
@@ -198,7 +198,8 @@ def test_a_docstring_edit_is_not_a_change() -> None:
     none = notebook("def f(x):\n    return x + 1\n")
     assert digest(one["f"]) == digest(two["f"]) == digest(none["f"])
     assert digest(one["f"]) != digest(notebook('def f(x):\n    "Adds one."\n    return x + 2\n')["f"])
-    assert digest(notebook('def f():\n    return "text"\n')["f"]) != digest(notebook("def f():\n    return None\n")["f"])
+    text, nothing = notebook('def f():\n    return "text"\n'), notebook("def f():\n    return None\n")
+    assert digest(text["f"]) != digest(nothing["f"])
 
 
 def test_attribute_names_are_not_global_reads() -> None:

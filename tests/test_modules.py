@@ -164,7 +164,11 @@ def test_an_installed_module_not_imported_yet_has_its_loaded_digest() -> None:
 
 
 def test_instances_and_partials_of_local_code_are_keyed_by_that_code(modules: Write) -> None:
-    source = "class Model:\n    def __init__(self):\n        self.w = 2\n    def predict(self, x):\n        return x * self.w\ndef scale(x, k):\n    return x * k\n"
+    source = (
+        "class Model:\n    def __init__(self):\n        self.w = 2\n"
+        "    def predict(self, x):\n        return x * self.w\n"
+        "def scale(x, k):\n    return x * k\n"
+    )
     modules("km_model.py", source)
     module = importlib.import_module("km_model")
     old_class, old_scale = module.Model, module.scale
