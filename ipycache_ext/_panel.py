@@ -34,7 +34,7 @@ import ipywidgets as widgets
 
 from ._format import plural
 from ._panel_chart import chart_html
-from ._panel_rows import PanelRow, SharedLayouts, header_grid, user_module_test
+from ._panel_rows import PANEL_CSS, PanelRow, SharedLayouts, header_grid, user_module_test
 from ._report import EMPTY, summary_line
 from ._store import CacheStats, CacheStore, EntryInfo, Kind, StoreEvent, get_store
 
@@ -107,15 +107,26 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._shared = SharedLayouts()  # layouts and styles are widgets too: rows share them
         self.header = widgets.HTML()  # HTML, not Label: the summary wraps on a narrow page
         self.header.add_class("ipycache-header")
-        self.kind_filter = widgets.Dropdown(options=FILTERS, value="all", description="kind")
+        control = widgets.Layout(width="auto")
+        self.kind_filter = widgets.Dropdown(
+            options=FILTERS,
+            value="all",
+            description="kind",
+            layout=control,
+            style={"description_width": "auto"},
+        )
         self.kind_filter.add_class("ipycache-filter")
         self.sort_by = widgets.Dropdown(
             options=[(label, value) for value, (label, _, _) in _SORTS.items()],
             value="age",
             description="sort",
+            layout=control,
+            style={"description_width": "auto"},
         )
         self.sort_by.add_class("ipycache-sort")
-        self.clear_button = widgets.Button(description="Clear all", icon="trash", button_style="danger")
+        self.clear_button = widgets.Button(
+            description="Clear all", icon="trash", button_style="danger", layout=widgets.Layout(width="auto")
+        )
         self.clear_button.add_class("ipycache-clear-all")
         self.more_button = widgets.Button(description=f"Show {page_size} more")
         self.more_button.add_class("ipycache-more")
@@ -127,12 +138,25 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.chart.add_class("ipycache-chart")
         self._list = widgets.VBox([self._empty], layout=widgets.Layout(width="100%"))
         self._list.add_class("ipycache-entries")
-        self._controls = widgets.HBox([self.kind_filter, self.sort_by, self.clear_button])
+        self._controls = widgets.HBox(
+            [self.kind_filter, self.sort_by, self.clear_button],
+            layout=widgets.Layout(flex_flow="row wrap", grid_gap="4px 12px", align_items="center"),
+        )
+        self._style = widgets.HTML(PANEL_CSS, layout=widgets.Layout(display="none"))
 
         kwargs.setdefault("layout", widgets.Layout(padding="4px", width="100%"))
         kwargs["_view_count"] = 0  # 0, not None: the page then reports how many views show us
         super().__init__(
-            [self.header, self.chart, self._controls, self._columns, self._list, self.more_button], **kwargs
+            [
+                self._style,
+                self.header,
+                self.chart,
+                self._controls,
+                self._columns,
+                self._list,
+                self.more_button,
+            ],
+            **kwargs,
         )
         self.add_class("ipycache-panel")
 

@@ -19,17 +19,47 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_string import LabelStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, LabelStyle
 
 from ._format import format_duration, format_size, where_text
 from ._report import COLUMNS, entry_texts, why_text
 from ._store import EntryInfo
 
-__all__ = ["GRID_COLUMNS", "PanelRow", "SharedLayouts", "details_html", "header_grid", "user_module_test"]
+__all__ = [
+    "GRID_COLUMNS",
+    "PANEL_CSS",
+    "PanelRow",
+    "SharedLayouts",
+    "details_html",
+    "header_grid",
+    "user_module_test",
+]
 
 # expand toggle, then the COLUMNS (label, kind, names, size, age, ttl, hits), then delete.
-GRID_COLUMNS = "28px minmax(0, 2.2fr) 96px minmax(0, 1fr) 72px 64px 76px 44px 36px"
-_GRID_GAP = "0px 8px"
+GRID_COLUMNS = "24px minmax(0, 2.2fr) 88px minmax(0, 1fr) 68px 56px 68px 40px 32px"
+_GRID_GAP = "0px 6px"
+# Narrower panels (a 900 px page with the file browser open leaves ~460 px) drop the age,
+# then the kind column, instead of squeezing the label to nothing. Container queries on the
+# panel itself, so it is the panel's width that counts, not the window's; header and rows
+# take the same rules, so they stay aligned. ``!important`` beats the layout's inline style.
+PANEL_CSS = """<style>
+.ipycache-panel { container-type: inline-size; }
+.ipycache-panel .ipycache-grid .widget-html-content { min-width: 0; flex: 1 1 0; overflow: hidden; }
+.ipycache-panel .ipycache-cut { width: 100%; }
+.ipycache-panel .ipycache-details-table th, .ipycache-panel .ipycache-details-table td {
+  padding: 1px 12px 1px 0; line-height: 1.4; vertical-align: top; text-align: left; }
+.ipycache-panel .ipycache-inputs { margin: 0; padding-left: 0; list-style: none; }
+@container (max-width: 720px) {
+  .ipycache-panel .ipycache-grid { grid-template-columns: 24px minmax(0, 2fr) 80px minmax(0, 1fr) 64px
+    64px 36px 32px !important; }
+  .ipycache-panel .ipycache-col-age { display: none !important; }
+}
+@container (max-width: 540px) {
+  .ipycache-panel .ipycache-grid { grid-template-columns: 24px minmax(0, 2fr) minmax(0, 1fr) 60px 60px
+    32px 28px !important; }
+  .ipycache-panel .ipycache-col-age, .ipycache-panel .ipycache-col-kind { display: none !important; }
+}
+</style>"""
 
 
 class SharedLayouts:
@@ -44,6 +74,8 @@ class SharedLayouts:
             width="100%",
         )
         self.cell = widgets.Layout(width="auto", min_width="0px")
+        self.cut = widgets.Layout(width="auto", min_width="0px", overflow="hidden")
+        self.html_style = HTMLStyle()
         self.button = widgets.Layout(width="28px", height="24px", padding="0px")
         self.details = widgets.Layout(margin="0px 0px 6px 36px")
         self.row = widgets.Layout(width="100%")
@@ -51,7 +83,10 @@ class SharedLayouts:
         self.button_style = widgets.ButtonStyle()
 
     def all(self) -> list[Any]:
-        return [self.grid, self.cell, self.button, self.details, self.row, self.label_style, self.button_style]
+        return [
+            self.grid, self.cell, self.cut, self.button, self.details, self.row,
+            self.label_style, self.html_style, self.button_style,
+        ]  # fmt: skip
 
 
 def header_grid(shared: SharedLayouts) -> widgets.GridBox:
@@ -60,6 +95,7 @@ def header_grid(shared: SharedLayouts) -> widgets.GridBox:
     cells = [widgets.Label(t, layout=shared.cell, style={"font_weight": "bold"}) for t in titles]
     grid = widgets.GridBox(cells, layout=shared.grid)
     grid.add_class("ipycache-columns")
+    grid.add_class("ipycache-grid")
     for cell, name in zip(cells, ["expand", *COLUMNS, "delete"], strict=True):
         cell.add_class(f"ipycache-col-{name}")
     return grid
@@ -87,9 +123,15 @@ class PanelRow:
         self.key = key
         self.expanded = False
         self._shared = shared
+        # Columns an ellipsis may cut are HTML, for a tooltip on the text itself (a Label's
+        # tooltip goes to its hidden description); the others are plain Labels.
         self.cells: dict[str, Any] = {
-            name: widgets.Label(layout=shared.cell, style=shared.label_style) for name in COLUMNS
+            name: widgets.HTML(layout=shared.cut, style=shared.html_style)
+            if name in _CUT
+            else widgets.Label(layout=shared.cell, style=shared.label_style)
+            for name in COLUMNS
         }
+        self._texts: dict[str, str] = dict.fromkeys(COLUMNS, "")
         for name, cell in self.cells.items():
             cell.add_class(f"ipycache-col-{name}")
         self.cells["ttl"].add_class("ipycache-ttl")
@@ -100,15 +142,18 @@ class PanelRow:
             style=shared.button_style,
         )
         self.expand_button.add_class("ipycache-expand")
+        self.expand_button.add_class("ipycache-col-expand")
         self.expand_button.on_click(lambda _button: self.toggle())
         self.delete_button = widgets.Button(
             icon="trash", tooltip="Delete this entry", layout=shared.button, style=shared.button_style
         )
         self.delete_button.add_class("ipycache-delete")
+        self.delete_button.add_class("ipycache-col-delete")
         self.delete_button.on_click(lambda _button: on_delete(key))
         self.grid = widgets.GridBox(
             [self.expand_button, *self.cells.values(), self.delete_button], layout=shared.grid
         )
+        self.grid.add_class("ipycache-grid")
         self.details: widgets.HTML | None = None  # made on the first expand: most rows never are
         self.box = widgets.VBox([self.grid], layout=shared.row)
         self.box.add_class("ipycache-entry")
@@ -118,24 +163,22 @@ class PanelRow:
     @property
     def texts(self) -> dict[str, str]:
         """What the row shows now, column by column."""
-        return {name: str(cell.value) for name, cell in self.cells.items()}
+        return dict(self._texts)
 
     @property
     def ttl(self) -> str:
         """The TTL text (e.g. ``'1m 59s'`` or ``'no expiry'``)."""
-        return str(self.cells["ttl"].value)
+        return self._texts["ttl"]
 
     def show(self, entry: EntryInfo, now: float, is_module: Callable[[str], bool] | None = None) -> None:
         """Assign only the texts that changed: each assignment is a message to the page."""
         self._entry, self._now = entry, now
         texts = entry_texts(entry, now, is_module)
         for name, text in texts.items():
-            cell = self.cells[name]
-            if cell.value != text:
-                cell.value = text
-            # The full text on hover, for the columns an ellipsis may cut.
-            if name in ("label", "names", "kind") and cell.tooltip != text:
-                cell.tooltip = text
+            if self._texts[name] == text:
+                continue
+            self._texts[name] = text
+            self.cells[name].value = _cut(text) if name in _CUT else text
         if self.expanded and self.details is not None:
             markup = details_html(entry, now)
             if self.details.value != markup:
@@ -161,6 +204,18 @@ class PanelRow:
             widget.close()
         if self.details is not None:
             self.details.close()
+
+
+_CUT = ("label", "kind", "names")  # columns whose text may be cut: the full text is the tooltip
+
+
+def _cut(text: str) -> str:
+    """One line, cut with an ellipsis where the column ends, the whole text on hover."""
+    escaped = html.escape(text)
+    return (
+        f"<div class='ipycache-cut' title='{escaped}' style='overflow:hidden;text-overflow:ellipsis;"
+        f"white-space:nowrap'>{escaped}</div>"
+    )
 
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -216,8 +271,10 @@ def details_html(entry: EntryInfo, now: float) -> str:
 
 
 def _dependency(record: Mapping[str, Any]) -> str:
-    for field in ("path", "name", "variable", "kind"):
+    """A recorded dependency in a few words: ``file data.csv``, ``env HOME``."""
+    kind = str(record.get("kind", "") or "")
+    for field in ("path", "name", "variable", "module"):
         value = record.get(field)
         if value:
-            return str(value)
-    return "?"
+            return f"{kind} {value}".strip()
+    return kind or "?"

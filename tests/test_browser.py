@@ -1,16 +1,17 @@
-"""End to end: the cache panel in a real JupyterLab page, in headless Chromium.
+"""End to end: cell statuses and the cache panel in real JupyterLab 4 and Notebook 7 pages.
 
-A JupyterLab server on 127.0.0.1 (temp config, data, runtime and IPython dirs; a temp
+A server of this venv on 127.0.0.1 (temp config, data, runtime and IPython dirs; a temp
 root holding a generated notebook), driven by Playwright for Python with Debian's
-Chromium. The test runs a ``--ttl`` cell and ``%cache_panel``, watches the row's TTL count
-down (that text comes from the panel's ticker thread, so this also proves that updates
-from a background thread reach the page), clicks the row's delete button, and checks the
-row is gone from the page and the entry from the kernel's store.
+Chromium. One test per front end walks a notebook through a miss, a hit, the countdown
+(texts that only the kernel's ticker threads change, so updates from background threads
+reach the page), the column alignment at 1400 and 900 px, a row's details, Recompute,
+expiry, the kind filter, delete and clear all, asserting the status and panel texts.
 
+Screenshots of the panel and of a cell status are saved under ``test-artifacts/`` (the
+path is printed), and on failure a full-page screenshot, the console and the server log.
 The facts this relies on (flags, selectors, pitfalls) are in ../shared/BROWSER-TESTING.md.
-On failure a screenshot and the server log go to ``test-artifacts/``. Without Chromium
-the test skips, except under ``CI=true``, where a skipped browser test would hide that
-the panel was never tested: there it fails.
+Without Chromium the tests skip, except under ``CI=true``, where a skipped browser test
+would hide that the page was never tested: there they fail.
 """
 
 from __future__ import annotations
@@ -48,9 +49,24 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-NOTEBOOK = "panel_e2e.ipynb"
-CACHED_CELL = "%%cache_data --ttl 120\nanswer = sum(range(1000))"
-LABEL = "answer = sum(range(1000))"  # the row's label: the cell's first line of code
+NOTEBOOK = "cache_e2e.ipynb"
+CELLS = [
+    "%load_ext ipycache_ext\nimport sqlite3",
+    # 1: a miss; 2: the same cell again, a hit. `math` is bound too, but a module: not listed
+    "%%cache_data --ttl 90\nanswer = sum(range(1000))\nimport math, time\ntime.sleep(0.2)\nanswer",
+    "%%cache_data --ttl 90\nanswer = sum(range(1000))\nimport math, time\ntime.sleep(0.2)\nanswer",
+    # 3: a resource whose label is long (cut with an ellipsis at 900 px)
+    '%%cache_resource\nconn = sqlite3.connect(":memory:", check_same_thread=False)  # shared by every hit',
+    # 4: expires while the test watches
+    "%%cache_data --ttl 6\nshort = list(range(10))",
+    "%cache_panel",
+]
+ANSWER, CONN, SHORT, PANEL = 1, 3, 4, 5
+FRONT_ENDS = {
+    # name: (server command, notebook URL path, app class whose expose_app_in_browser we set)
+    "jupyterlab": ("lab", "/lab/tree/{name}?token={token}&reset", "LabApp"),
+    "notebook7": ("notebook", "/notebooks/{name}?token={token}", "JupyterNotebookApp"),
+}
 
 
 def _missing(reason: str) -> None:
@@ -61,14 +77,15 @@ def _missing(reason: str) -> None:
 
 
 @dataclass
-class Lab:
+class Server:
+    front_end: str
     url: str
     token: str
     log: Path
 
     def notebook_url(self, name: str) -> str:
-        # &reset: Lab does not reopen the notebooks of an earlier session.
-        return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
+        path = FRONT_ENDS[self.front_end][1].format(name=name, token=self.token)
+        return f"{self.url}{path}"
 
 
 def _free_port() -> int:
@@ -91,7 +108,7 @@ def _notebook() -> dict[str, Any]:
         }
 
     return {
-        "cells": [code(0, "%load_ext ipycache_ext"), code(1, CACHED_CELL), code(2, "%cache_panel")],
+        "cells": [code(i, source) for i, source in enumerate(CELLS)],
         # A kernelspec, or a "Select Kernel" dialog blocks the page.
         "metadata": {
             "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
@@ -106,7 +123,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"the jupyter server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
@@ -114,7 +131,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: flo
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
-    pytest.fail(f"jupyter lab not ready within {timeout}s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"the jupyter server was not ready within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -129,12 +146,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """A JupyterLab server of this venv, isolated in temp dirs, stopped whatever happens."""
+@pytest.fixture(params=list(FRONT_ENDS))
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A JupyterLab or Notebook 7 server of this venv, isolated in temp dirs, stopped whatever happens."""
+    front_end: str = request.param
+    command, _, app = FRONT_ENDS[front_end]
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (scripts/ensure-chromium.sh installs it as root)")
-    for module in ("playwright", "jupyterlab"):
+    for module in ("playwright", "jupyterlab", "notebook"):
         if importlib.util.find_spec(module) is None:
             _missing(f"{module} is not installed in this venv (pip install -e '.[test]')")
 
@@ -154,18 +173,19 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         JUPYTER_DATA_DIR=str(dirs["data"]),
         JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
         IPYTHONDIR=str(dirs["ipython"]),
+        IPYCACHE_EXT_CACHE_DIR=str(tmp_path / "cache"),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     token = secrets.token_hex(16)
     port = _free_port()
-    log = tmp_path / "jupyter-lab.log"
+    log = tmp_path / f"jupyter-{command}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "jupyter",
-                "lab",
+                command,
                 "--no-browser",
                 "--allow-root",
                 "--ip=127.0.0.1",
@@ -173,9 +193,12 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
                 "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={token}",
                 f"--ServerApp.root_dir={dirs['root']}",
-                "--LabApp.expose_app_in_browser=True",
-                "--LabApp.news_url=None",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                f"--{app}.expose_app_in_browser=True",
+                *(
+                    ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                    if command == "lab"
+                    else []
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -186,7 +209,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(proc, f"{url}/api/status?token={token}", log)
-        yield Lab(url=url, token=token, log=log)
+        yield Server(front_end=front_end, url=url, token=token, log=log)
     finally:
         _stop(proc)
 
@@ -211,81 +234,197 @@ _KERNEL_READY_JS = """() => {
   return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
 }"""
 
-_COUNT_PANEL_THREADS = (
-    "import threading; print(sum(t.name == 'ipycache_ext-panel' for t in threading.enumerate()))"
+_RUN_ALL_JS = "() => window.jupyterapp.commands.execute('notebook:run-all-cells')"
+
+# The left edge and width of every header cell and of the cells of every row, in page pixels.
+_COLUMN_BOXES_JS = """(panel) => {
+  const boxes = (grid) => Array.from(grid.children).map((c) => {
+    const r = c.getBoundingClientRect();
+    return [r.left, r.width];
+  });
+  return {
+    header: boxes(panel.querySelector('.ipycache-columns')),
+    rows: Array.from(panel.querySelectorAll('.ipycache-entry > .widget-gridbox')).map(boxes),
+  };
+}"""
+
+_CLIPPED_JS = """(cell) => ({clipped: cell.scrollWidth > cell.clientWidth, title: cell.title,
+  overflow: getComputedStyle(cell).textOverflow})"""
+
+_COUNT_THREADS = (
+    "import threading; print(sorted(t.name for t in threading.enumerate() if t.name.startswith('ipycache')))"
 )
 
 
-def _seconds(ttl: str) -> float:
-    """'1m 59s' -> 119, '42s' -> 42, '9.0s' -> 9 (format_duration's forms below an hour)."""
-    match = re.fullmatch(r"(?:(\d+)m )?(\d+(?:\.\d)?)s", ttl.strip())
-    assert match, f"not a TTL countdown: {ttl!r}"
+def _seconds(text: str) -> float:
+    """'1m 29s' -> 89, '42s' -> 42, '9.0s' -> 9 (format_duration's forms below an hour)."""
+    match = re.search(r"(?:(\d+)m )?(\d+(?:\.\d)?)s$", text.strip())
+    assert match, f"not a duration: {text!r}"
     return int(match[1] or 0) * 60 + float(match[2])
 
 
-def test_the_panel_counts_down_and_deletes_an_entry_in_jupyterlab(
-    lab: Lab, request: pytest.FixtureRequest
-) -> None:
+def _assert_aligned(page: Any, panel: Any, width: int) -> None:
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.wait_for_timeout(300)  # let the layout settle
+    boxes = panel.evaluate(_COLUMN_BOXES_JS)
+    header, rows = boxes["header"], boxes["rows"]
+    assert rows, "no rows to align"
+    for row in rows:
+        assert len(row) == len(header)
+        for column, ((hx, hw), (cx, cw)) in enumerate(zip(header, row, strict=True)):
+            # Left edges always; widths too for the text columns (the buttons are narrower than
+            # their header cell's track, which is fine as long as they start where it starts).
+            same_width = abs(hw - cw) <= 1 or column in (0, len(header) - 1)
+            assert abs(hx - cx) <= 1 and same_width, (
+                f"at {width}px column {column} of a row starts at {cx:.1f} (width {cw:.1f}), "
+                f"its header at {hx:.1f} (width {hw:.1f})"
+            )
+    assert header[1][1] >= 120, f"at {width}px the entry column is only {header[1][1]:.0f}px wide"
+    # Playwright's own boxes agree for the TTL column: header and first row.
+    head = panel.locator(".ipycache-columns .ipycache-col-ttl").bounding_box()
+    cell = panel.locator(".ipycache-entry .ipycache-ttl").first.bounding_box()
+    assert head is not None and cell is not None
+    assert abs(head["x"] - cell["x"]) <= 1, (width, head, cell)
+
+
+def test_statuses_and_panel_follow_the_cache(server: Server, request: pytest.FixtureRequest) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    prefix = server.front_end
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         console: list[str] = []
         page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
         try:
-            page.goto(lab.notebook_url(NOTEBOOK), timeout=60_000)
+            page.goto(server.notebook_url(NOTEBOOK), timeout=60_000)
             page.wait_for_function(_KERNEL_READY_JS, timeout=60_000)
             kernel_prefix = page.evaluate(_EXECUTE_JS, "import sys; print(sys.prefix)").strip()
             assert kernel_prefix == sys.prefix, "the kernel is not this venv's Python"
+            page.evaluate(_RUN_ALL_JS)
 
-            def run_all() -> None:
-                page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="Run").click()
-                page.locator("#jp-mainmenu-run li[data-command='runmenu:run-all']").click()
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            expect(cells).to_have_count(len(CELLS))
 
-            run_all()
+            def status(i: int) -> Any:
+                return cells.nth(i).locator(".ipycache-status")
 
             panel = page.locator(".jp-OutputArea-output .ipycache-panel")
-            row = panel.locator(".ipycache-entry")
-            expect(row).to_have_count(1, timeout=60_000)
-            expect(row).to_contain_text(LABEL)
-            expect(row).to_contain_text("answer")
-            ttl = row.locator(".ipycache-ttl")
-            expect(ttl).to_be_visible()
-            expect(ttl).to_have_text(re.compile(r"^(2m 00s|1m \d\ds)$"))
+            rows = panel.locator(".ipycache-entry")
+            expect(rows).to_have_count(3, timeout=60_000)
 
-            # The countdown moves by itself (the ticker thread), without re-running anything.
+            # ---- miss and hit: the statuses say where the results came from
+            expect(status(ANSWER)).to_have_count(1)
+            expect(status(ANSWER)).to_contain_text(re.compile(r"cached · computed in 0\.\ds · expires in 1m 2\ds"))
+            expect(status(ANSWER + 1)).to_contain_text(
+                re.compile(r"from cache · computed \d\d:\d\d in 0\.\ds · expires in 1m \d\ds · hit 1×")
+            )
+            expect(cells.nth(ANSWER + 1).locator(".jp-OutputArea")).to_contain_text("499500")
+            expect(status(ANSWER + 1).locator(".ipycache-recompute")).to_be_visible()
+
+            # ---- the panel: labels that say which cell, names without modules, sizes
+            answer_row = rows.filter(has_text="answer = sum(range(1000))")
+            conn_row = rows.filter(has_text="conn = sqlite3.connect")
+            expect(answer_row).to_have_count(1)
+            expect(answer_row.locator(".ipycache-col-names")).to_have_text("answer")  # not "answer, math, time"
+            expect(conn_row.locator(".ipycache-col-names")).to_have_text("conn")
+            expect(conn_row.locator(".ipycache-col-size")).to_have_text("shared")
+            expect(answer_row.locator(".ipycache-col-hits")).to_have_text("1")
+            expect(panel.locator(".ipycache-header")).to_contain_text("3 entries · memory")
+            expect(panel.locator(".ipycache-header")).to_contain_text("1 hit / 3 misses")
+            expect(panel.locator(".ipycache-chart-segment")).to_have_count(2)  # two data entries
+
+            # ---- countdown, in the status and in the panel, by the kernel's threads alone
+            line = status(ANSWER + 1).locator(".ipycache-status-text")
+            text = line.inner_text()
+            expect(line).not_to_have_text(text, timeout=5_000)
+            later = line.inner_text()
+            assert _seconds(text.split("expires in ")[1].split(" · ")[0]) > _seconds(
+                later.split("expires in ")[1].split(" · ")[0]
+            ), (text, later)
+            ttl = answer_row.locator(".ipycache-ttl")
             first = ttl.inner_text()
             expect(ttl).not_to_have_text(first, timeout=5_000)
-            second = ttl.inner_text()
-            expect(ttl).not_to_have_text(second, timeout=5_000)
-            third = ttl.inner_text()
-            assert _seconds(first) > _seconds(second) > _seconds(third) > 100, (first, second, third)
+            assert _seconds(first) > _seconds(ttl.inner_text()) > 60
 
-            row.locator(".ipycache-delete").click()
-            expect(panel.locator(".ipycache-entry")).to_have_count(0, timeout=10_000)
-            expect(panel.locator(".ipycache-empty")).to_be_visible()
+            # ---- one grid: header and cells share their columns at any width
+            _assert_aligned(page, panel, 1400)
+            clipped = conn_row.locator(".ipycache-col-label .ipycache-cut")
+            _assert_aligned(page, panel, 900)
+            seen = clipped.evaluate(_CLIPPED_JS)
+            assert seen["clipped"] and seen["overflow"] == "ellipsis", seen
+            assert "check_same_thread" in seen["title"], seen  # the full text on hover
+            page.set_viewport_size({"width": 1400, "height": 1000})
+
+            # ---- a row expands to its inputs, why it was computed and where it lives
+            answer_row.locator(".ipycache-expand").click()
+            details = answer_row.locator(".ipycache-details")
+            expect(details).to_contain_text("first run")
+            expect(details).to_contain_text("lives in")
+            expect(details).to_contain_text("memory")
+            expect(details).to_contain_text("inputs")
+
+            panel.screenshot(path=str(ARTIFACTS / f"{prefix}-panel.png"))
+            cells.nth(ANSWER + 1).locator(".jp-Cell-outputWrapper").screenshot(
+                path=str(ARTIFACTS / f"{prefix}-status.png")
+            )
+            print(f"\nscreenshots: {ARTIFACTS}/{prefix}-panel.png, {ARTIFACTS}/{prefix}-status.png")
+
+            # ---- expiry: the status says so and the row goes, live
+            expect(status(SHORT)).to_contain_text("expired · computed", timeout=15_000)
+            expect(rows).to_have_count(2, timeout=5_000)
+
+            # ---- Recompute: the cell runs again; its output goes into the status
+            status(ANSWER).locator(".ipycache-recompute").click()
+            expect(status(ANSWER).locator(".ipycache-recompute-output")).to_contain_text("499500", timeout=15_000)
+            expect(status(ANSWER)).to_contain_text(re.compile(r"cached · computed in 0\.\ds · expires in 1m 2\ds"))
+            expect(answer_row.locator(".ipycache-col-hits")).to_have_text("0")  # a new entry
+            expect(panel.locator(".ipycache-header")).to_contain_text("4 misses")
+
+            # ---- the kind filter, and what it says when it hides everything
+            kind = panel.locator(".ipycache-filter select")
+            kind.select_option("resource")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("conn = sqlite3.connect")
+            expect(panel.locator(".ipycache-header")).to_contain_text("1 entry hidden by the filter")
+            kind.select_option("all")
+            expect(rows).to_have_count(2)
+
+            # ---- delete: the row goes, and both statuses of that entry say so
+            answer_row.locator(".ipycache-delete").click()
+            expect(rows).to_have_count(1, timeout=10_000)
+            expect(status(ANSWER)).to_contain_text("deleted · computed", timeout=10_000)
+            expect(status(ANSWER + 1)).to_contain_text("deleted · computed", timeout=10_000)
+            kind.select_option("data")
+            expect(rows).to_have_count(0)
+            expect(panel.locator(".ipycache-empty")).to_have_text(
+                "No data entries: 1 entry hidden by the kind filter."
+            )
+            kind.select_option("all")
+
+            # ---- clear all
+            panel.locator(".ipycache-clear-all").click()
+            expect(rows).to_have_count(0, timeout=10_000)
+            expect(panel.locator(".ipycache-empty")).to_contain_text("The cache is empty")
             expect(panel.locator(".ipycache-header")).to_contain_text("0 entries")
-
+            expect(status(CONN)).to_contain_text("cleared · computed", timeout=10_000)
             left = page.evaluate(
                 _EXECUTE_JS, "import ipycache_ext; print(len(ipycache_ext.get_store().entries()))"
             )
             assert left.strip() == "0", left
 
-            # Running everything again shows a new panel (the cell is computed again: a new
-            # row) and the old panel, whose output is gone, stops its thread.
-            run_all()
-            expect(panel.locator(".ipycache-entry")).to_have_count(1, timeout=30_000)
-            deadline = time.monotonic() + 15
-            while (threads := page.evaluate(_EXECUTE_JS, _COUNT_PANEL_THREADS).strip()) != "1":
-                assert time.monotonic() < deadline, f"{threads} panel threads after re-running the panel"
+            # ---- nothing counts down any more: no status thread is left
+            deadline = time.monotonic() + 10
+            while "ipycache_ext-status" in (threads := page.evaluate(_EXECUTE_JS, _COUNT_THREADS)):
+                assert time.monotonic() < deadline, threads
                 time.sleep(0.25)
         except BaseException:
-            ARTIFACTS.mkdir(exist_ok=True)
             name = re.sub(r"[^\w.-]", "_", request.node.name)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
             (ARTIFACTS / f"{name}.console.txt").write_text("\n".join(console))
-            (ARTIFACTS / f"{name}.jupyter-lab.log").write_text(lab.log.read_text())
+            (ARTIFACTS / f"{name}.server.log").write_text(server.log.read_text())
+            print(f"\nfailure artifacts: {ARTIFACTS}/{name}.*")
             raise
         finally:
             browser.close()
