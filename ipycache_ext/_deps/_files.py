@@ -216,15 +216,19 @@ def _relative(path: str) -> str:
         return "."
     if path.startswith(cwd.rstrip(os.sep) + os.sep):
         return path[len(cwd.rstrip(os.sep)) + 1 :]
+    return _home(path)
+
+
+def _home(path: str) -> str:
     home = os.path.expanduser("~")
     if home not in ("", "/") and path.startswith(home + os.sep):
         return "~" + path[len(home) :]
     return path
 
 
-def shown(path: str | None, directory: bool = False, *, quoted: bool = True) -> str:
+def shown(path: str | None, directory: bool = False, *, quoted: bool = True, absolute: bool = False) -> str:
     """A path as the user thinks of it: relative to the working directory when under it."""
-    text = _relative(path or ".")
+    text = _home(path or os.sep) if absolute else _relative(path or ".")
     if directory and not text.endswith(os.sep):
         text += os.sep
     return f"`{text}`" if quoted else text

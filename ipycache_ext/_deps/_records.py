@@ -135,7 +135,8 @@ def _check_cwd(record: Mapping[str, Any], _: Any) -> str | None:
     except OSError:
         return "the working directory is gone"
     if now != record["path"]:
-        return f"the working directory is {_files.shown(now, True)}, was {_files.shown(record['path'], True)}"
+        was = _files.shown(record["path"], True, absolute=True)
+        return f"the working directory is {_files.shown(now, True, absolute=True)}, was {was}"
     after = record.get("after")
     if after is not None and not os.path.isdir(after):
         return f"{_files.shown(after, True)} (where the computation moved to) is gone"
