@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,3 +140,88 @@ def test_descriptors_and_mappings_go_with_their_entries_and_hits() -> None:
     del hits
     gc.collect()
     assert _memfd_mappings() == mappings
+
+
+needs_memfd = pytest.mark.skipif(
+    not __import__("ipycache_ext._serialize", fromlist=["_memfd_available"])._memfd_available(),
+    reason="large buffers go to a memory file on Linux only",
+)
+
+
+@needs_memfd
+@pytest.mark.parametrize("leaves", ["cleared", "evicted"])
+def test_a_kept_array_holds_its_own_buffer_not_the_whole_entry(leaves: str) -> None:
+    """Issue 15: a 4 MB array kept from a hit of a 32 MB entry keeps 4 MB, and says so."""
+    import gc
+    import os
+
+    from ipycache_ext import CacheStore
+    from ipycache_ext._serialize import held_bytes
+
+    column = 4_000_000
+    store = CacheStore(memory_budget=10**9)
+    held_before = held_bytes()
+    value = serialize({f"c{i}": np.full(column // 8, i, dtype=np.int64) for i in range(8)})
+    assert value.memory_file is not None
+    probe = os.dup(value.memory_file.fd)  # to read the file's allocation after its own fd is closed
+
+    def allocated() -> int:
+        return os.fstat(probe).st_blocks * 512
+
+    try:
+        store.get_or_create("k", lambda: (value, value.nbytes), kind="data", label="k")
+        del value
+        hit = store.get_or_create("k", lambda: (None, 0), kind="data", label="k").value.load()
+        kept = hit["c3"]
+        whole = allocated()
+        assert whole >= 8 * column
+        if leaves == "cleared":
+            store.clear()
+        else:
+            store.memory_budget = 1  # evicts it
+        gc.collect()
+        assert store.entries() == [] and store.stats().data_bytes == 0
+        assert allocated() == whole  # the whole hit is alive: every buffer is still in use
+        assert store.stats().held_by_live_results - held_before == whole
+        del hit
+        gc.collect()
+        assert allocated() <= column + 4096  # only the kept array's buffer is left
+        assert store.stats().held_by_live_results - held_before == allocated()
+        assert int(kept.sum()) == 3 * (column // 8)
+        kept[0] = -1  # still an ordinary writable array
+        del kept
+        gc.collect()
+        assert allocated() == 0 and held_bytes() == held_before
+    finally:
+        os.close(probe)
+        store.close()
+
+
+@needs_memfd
+def test_memory_files_leave_descriptors_for_the_users_own_files(tmp_path: Any) -> None:
+    """Issue 15: near the descriptor limit, the user's next open() still works (in a subprocess)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, resource
+        import numpy as np
+        from ipycache_ext._serialize import serialize
+
+        in_use = len(os.listdir("/proc/self/fd"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 24, hard))
+        kept = [serialize(np.ones(100_000)) for _ in range(40)]  # each would like a memory file
+        mine = [open(os.devnull) for _ in range(16)]  # the user's own files
+        assert all(float(v.load().sum()) == 100_000 for v in kept)
+        print(sum(v.mapped for v in kept), len(mine))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    mapped, opened = map(int, done.stdout.split())
+    assert opened == 16 and mapped < 40  # the rest were kept as plain copies
