@@ -112,26 +112,26 @@ def _parameters(func: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(func).parameters.values()]
 
 
-def test_signatures_are_the_ones_of_the_issue() -> None:
+STREAMLIT_DATA = ["ttl", "max_entries", "max_size", "show_spinner", "show_time", "persist", "hash_funcs",
+                  "scope", "refresh_mode"]
+STREAMLIT_RESOURCE = ["ttl", "max_entries", "show_spinner", "show_time", "validate", "hash_funcs", "on_release",
+                      "scope", "refresh_mode"]
+DEFAULTS = {"show_spinner": True, "show_time": False, "scope": "global", "refresh_mode": "foreground"}
+
+
+def test_signatures_are_streamlit_1_67s() -> None:
     kw = inspect.Parameter.KEYWORD_ONLY
     first = ("func", inspect.Parameter.POSITIONAL_OR_KEYWORD, None)
-    assert _parameters(cache_data) == [
-        first,
-        ("ttl", kw, None),
-        ("max_entries", kw, None),
-        ("show_spinner", kw, True),
-        ("persist", kw, None),
-        ("hash_funcs", kw, None),
-    ]
-    assert _parameters(cache_resource) == [
-        first,
-        ("ttl", kw, None),
-        ("max_entries", kw, None),
-        ("show_spinner", kw, True),
-        ("validate", kw, None),
-        ("on_release", kw, None),
-        ("hash_funcs", kw, None),
-    ]
+    for decorator, names in ((cache_data, STREAMLIT_DATA), (cache_resource, STREAMLIT_RESOURCE)):
+        assert _parameters(decorator) == [first, *((n, kw, DEFAULTS.get(n)) for n in names)]
+
+
+def test_signatures_match_the_installed_streamlit() -> None:
+    st = pytest.importorskip("streamlit")
+    if tuple(int(p) for p in st.__version__.split(".")[:2]) != (1, 67):
+        pytest.skip(f"compares with Streamlit 1.67, not {st.__version__}")
+    for ours, theirs in ((cache_data, st.cache_data), (cache_resource, st.cache_resource)):
+        assert _parameters(ours) == _parameters(theirs)
 
 
 def test_the_package_exports_the_decorators() -> None:
@@ -373,7 +373,8 @@ def test_a_hit_hashes_nothing_again_while_what_the_function_reads_is_unchanged(
     assert compute.__wrapped__ in hashed
 
 
-def test_an_unhashable_global_is_named_with_the_ways_out(cached: CacheStore) -> None:
+def test_an_unhashable_global_is_keyed_by_its_identity(cached: CacheStore) -> None:
+    """Issue 10, section 2: a global that can't be hashed hits while it is the same object."""
     ns = define(
         """
         LOCK = __import__("threading").Lock()
@@ -384,17 +385,19 @@ def test_an_unhashable_global_is_named_with_the_ways_out(cached: CacheStore) -> 
                 return x
         """
     )
-    with pytest.raises(UnhashableInputError) as caught:
-        ns["guarded"](1)
-    message = str(caught.value)
-    assert "`LOCK`" in message
-    assert "guarded reads `LOCK`" in message
-    assert "`_LOCK`" in message
-    assert "hash_funcs" in message
-    # the second way out works: hash_funcs apply to what the function reads, too
-    relaxed = cache_data(hash_funcs={type(ns["LOCK"]): lambda lock: "the lock"})(ns["guarded"].__wrapped__)
-    assert relaxed(1) == relaxed(1) == 1
+    guarded = ns["guarded"]
+    assert guarded(1) == guarded(1) == 1
     assert cached.stats().misses == 1
+    ns["LOCK"] = threading.Lock()  # rebound: another object, another entry
+    assert guarded(1) == 1
+    assert cached.stats().misses == 2
+    assert "`LOCK` keyed by identity" in (cached.entries()[-1].miss_reason or "")
+    # hash_funcs still say what identifies it, and then any lock is the same
+    relaxed = cache_data(hash_funcs={type(ns["LOCK"]): lambda lock: "the lock"})(guarded.__wrapped__)
+    assert relaxed(1) == 1
+    ns["LOCK"] = threading.Lock()
+    assert relaxed(1) == 1
+    assert cached.stats().misses == 3
 
 
 def test_a_cached_function_calling_another_is_keyed_by_both(cached: CacheStore) -> None:

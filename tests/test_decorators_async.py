@@ -150,33 +150,226 @@ def test_async_hits_validate_and_expire(cached: CacheStore, clock: FakeClock) ->
     assert third is not second
 
 
-def test_two_loops_computing_one_key_keep_one_value_and_release_the_other(cached: CacheStore) -> None:
-    """Single flight is per loop; across loops the first value stored wins, the other is released."""
+def test_two_event_loops_on_one_cold_key_compute_once_and_neither_loop_blocks(cached: CacheStore) -> None:
+    """Threads each running asyncio.run share one computation; the waiting loop stays free."""
     tracker = Tracker()
-    both_started = threading.Barrier(2)
+    started, release = threading.Event(), threading.Event()
 
     @cache_resource(on_release=tracker.release)
-    async def connect(url: str, _name: str, _go: threading.Event, _started: threading.Barrier) -> Resource:
-        _started.wait(5)  # each loop runs on its own thread: blocking here blocks only it
-        assert _go.wait(5)
-        return Resource(_name)
+    async def connect(url: str, _tracker: Tracker) -> Resource:
+        attempt = _tracker.called()
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.005)  # a real await: its own loop stays free too
+        return Resource(attempt)
 
-    go_a, go_b = threading.Event(), threading.Event()
+    ticks: list[int] = []
     results: dict[str, Resource] = {}
 
-    def in_thread(name: str, go: threading.Event) -> None:
-        results[name] = run(connect("db", name, go, both_started))
+    async def second() -> Resource:
+        async def ticker() -> None:
+            while True:
+                ticks.append(1)
+                await asyncio.sleep(0.005)
 
-    threads = [threading.Thread(target=in_thread, args=(n, g)) for n, g in (("a", go_a), ("b", go_b))]
-    for thread in threads:
-        thread.start()
-    go_a.set()
-    threads[0].join(10)
-    go_b.set()
-    threads[1].join(10)
-    assert not any(t.is_alive() for t in threads)
-    assert results["a"].name == "a"
-    assert results["b"] is results["a"]  # b is handed the stored value
-    assert [r.name for r in tracker.released] == ["b"]  # b's own value belonged to no one
+        ticking = asyncio.ensure_future(ticker())
+        waiting = asyncio.ensure_future(connect("db", tracker))
+        while len(ticks) < 20:  # the loop runs other coroutines while connect() waits
+            await asyncio.sleep(0.005)
+        assert not waiting.done()
+        release.set()
+        value = await waiting
+        ticking.cancel()
+        return value
+
+    def in_thread(name: str, coroutine: Any) -> None:
+        results[name] = run(coroutine)
+
+    first = threading.Thread(target=in_thread, args=("a", connect("db", tracker)))
+    first.start()
+    assert started.wait(5)
+    other = threading.Thread(target=in_thread, args=("b", second()))
+    other.start()
+    for thread in (first, other):
+        thread.join(10)
+    assert not first.is_alive() and not other.is_alive()
+    assert tracker.calls == 1
+    assert results["b"] is results["a"]
+    assert tracker.released == []
     (entry,) = cached.entries()
     assert entry.label == "connect(url='db')"
+
+
+def test_a_cancelled_caller_cancels_the_computation_nobody_else_waits_for(cached: CacheStore) -> None:
+    tracker = Tracker()
+    seen: list[str] = []
+
+    @cache_data
+    async def slow(x: int, _tracker: Tracker, _gate: asyncio.Event) -> int:
+        _tracker.called()
+        try:
+            await _gate.wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return x
+
+    async def main() -> None:
+        call = asyncio.ensure_future(slow(1, tracker, asyncio.Event()))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    run(main())
+    assert seen == ["cancelled"]
+    assert cached.entries() == []
+    opened = asyncio.Event()
+    opened.set()
+    assert run(slow(1, tracker, opened)) == 1
+    assert tracker.calls == 2  # computed again: the cancelled run stored nothing
+    assert len(cached.entries()) == 1
+
+
+def test_the_next_call_after_a_cancelled_computation_computes_again(cached: CacheStore) -> None:
+    tracker = Tracker()
+
+    @cache_data
+    async def fetch(x: int, _tracker: Tracker, _gate: asyncio.Event) -> int:
+        _tracker.called()
+        await _gate.wait()
+        return x
+
+    async def main() -> int:
+        gate = asyncio.Event()
+        call = asyncio.ensure_future(fetch(1, tracker, gate))
+        await asyncio.sleep(0.01)
+        call.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        return await fetch(1, tracker, gate)
+
+    assert run(main()) == 1
+    assert tracker.calls == 2
+    assert cached.stats().misses == 1  # only the second computation was stored
+
+
+def test_a_caller_in_another_loop_keeps_the_computation_alive(cached: CacheStore) -> None:
+    """The first loop's caller is cancelled; the second loop still waits, so it goes on."""
+    tracker = Tracker()
+    started, release = threading.Event(), threading.Event()
+
+    @cache_data
+    async def fetch(x: int, _tracker: Tracker) -> int:
+        _tracker.called()
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.005)
+        return x * 10
+
+    waiting = threading.Event()
+    results: list[Any] = []
+
+    async def owner() -> None:
+        call = asyncio.ensure_future(fetch(1, tracker))
+        assert await asyncio.to_thread(waiting.wait, 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.set()
+        while not results:  # keep this loop (where the computation runs) alive
+            await asyncio.sleep(0.005)
+
+    async def other() -> int:
+        assert await asyncio.to_thread(started.wait, 5)
+        call = asyncio.ensure_future(fetch(1, tracker))
+        await asyncio.sleep(0.05)
+        waiting.set()
+        return await call
+
+    thread = threading.Thread(target=lambda: run(owner()))
+    thread.start()
+    results.append(run(other()))
+    thread.join(10)
+    assert results == [10]
+    assert tracker.calls == 1
+
+
+def test_a_computation_whose_loop_ends_is_started_again_for_the_other_loop(cached: CacheStore) -> None:
+    tracker = Tracker()
+    started = threading.Event()
+    waiting = threading.Event()
+
+    @cache_data
+    async def fetch(x: int, _tracker: Tracker) -> int:
+        attempt = _tracker.called()
+        started.set()
+        if attempt == 1:
+            await asyncio.sleep(10)  # its loop ends first: asyncio.run cancels it
+        return x
+
+    async def owner() -> None:
+        asyncio.ensure_future(fetch(1, tracker))  # left running when main() returns
+        assert await asyncio.to_thread(waiting.wait, 5)
+
+    async def other() -> int:
+        assert await asyncio.to_thread(started.wait, 5)
+        call = asyncio.ensure_future(fetch(1, tracker))
+        await asyncio.sleep(0.05)
+        waiting.set()
+        return await call
+
+    thread = threading.Thread(target=lambda: run(owner()))
+    thread.start()
+    assert run(other()) == 1
+    thread.join(10)
+    assert tracker.calls == 2
+    assert len(cached.entries()) == 1
+
+
+@pytest.mark.parametrize("how", ["function", "decorator", "one key"])
+def test_a_clear_during_an_async_computation_keeps_its_result_out_of_the_cache(
+    cached: CacheStore, how: str
+) -> None:
+    tracker = Tracker()
+
+    @cache_data
+    async def fetch(x: int, _tracker: Tracker, _gate: asyncio.Event) -> dict[str, int]:
+        _tracker.called()
+        await _gate.wait()
+        return {"x": x}
+
+    def clear() -> None:
+        if how == "function":
+            fetch.clear()
+        elif how == "decorator":
+            cache_data.clear()
+        else:
+            fetch.clear(1, tracker, asyncio.Event())
+
+    async def main() -> dict[str, int]:
+        gate = asyncio.Event()
+        call = asyncio.ensure_future(fetch(1, tracker, gate))
+        await asyncio.sleep(0.01)
+        clear()
+        gate.set()
+        return await call
+
+    assert run(main()) == {"x": 1}  # the caller gets its result...
+    assert cached.entries() == []  # ...the cache does not
+    opened = asyncio.Event()
+    opened.set()
+    assert run(fetch(1, tracker, opened)) == {"x": 1}
+    assert tracker.calls == 2
+    assert len(cached.entries()) == 1
+
+
+def test_background_refresh_is_refused_for_async_functions() -> None:
+    async def fetch() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match=r"refresh_mode='background'.*async def.*refresh_mode='foreground'"):
+        cache_data(ttl=60, refresh_mode="background")(fetch)

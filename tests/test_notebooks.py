@@ -24,7 +24,7 @@ def _runner() -> ModuleType:
 @pytest.mark.slow
 def test_quickstart_second_runs_are_hits_with_the_same_results() -> None:
     _, timings = _runner().run_twice(ROOT / "notebooks" / "quickstart.ipynb", timeout=300)
-    assert len(timings) == 3
+    assert len(timings) == 5
     for timing in timings:
         assert timing.again_was_hit, timing.again_output
     aggregation = timings[0]
@@ -32,3 +32,8 @@ def test_quickstart_second_runs_are_hits_with_the_same_results() -> None:
     table = aggregation.first_output.split("[ipycache_ext] cache hit")[0]
     assert "north" in aggregation.again_output
     assert table.strip() and table.strip() in aggregation.again_output
+    # The data file changed between the two copies of the prices cell: the second says so.
+    first_prices, second_prices = timings[3], timings[4]
+    assert "11.0" in first_prices.first_output  # (10 + 12) / 2
+    assert "recomputing: `ipycache_quickstart_prices.csv` changed" in second_prices.first_output
+    assert "14.0" in second_prices.first_output and "14.0" in first_prices.again_output

@@ -168,9 +168,10 @@ def test_a_kept_array_holds_its_own_buffer_not_the_whole_entry(leaves: str) -> N
     def allocated() -> int:
         return os.fstat(probe).st_blocks * 512
 
+    box, size = [value], value.nbytes
+    del value  # from here on only the store holds it
     try:
-        store.get_or_create("k", lambda: (value, value.nbytes), kind="data", label="k")
-        del value
+        store.get_or_create("k", lambda: (box.pop(), size), kind="data", label="k")
         hit = store.get_or_create("k", lambda: (None, 0), kind="data", label="k").value.load()
         kept = hit["c3"]
         whole = allocated()

@@ -240,9 +240,7 @@ def disk(tmp_path: Path, clock: FakeClock) -> Any:
     return open_disk
 
 
-def test_a_result_larger_than_the_memory_budget_is_still_written_to_disk(
-    disk: Any, clock: FakeClock
-) -> None:
+def test_a_result_larger_than_the_memory_budget_is_still_written_to_disk(disk: Any, clock: FakeClock) -> None:
     big = np.arange(200_000)  # 1.6 MB, the budget is 1 MB
     kernel1 = CacheStore(timer=clock, memory_budget=1_000_000)
     kernel1.persistence = disk()
