@@ -35,5 +35,5 @@ def test_quickstart_second_runs_are_hits_with_the_same_results() -> None:
     # The data file changed between the two copies of the prices cell: the second says so.
     first_prices, second_prices = timings[3], timings[4]
     assert "11.0" in first_prices.first_output  # (10 + 12) / 2
-    assert "recomputing: `ipycache_quickstart_prices.csv` changed" in second_prices.first_output
+    assert "ipycache_quickstart_prices.csv` changed" in second_prices.first_output
     assert "14.0" in second_prices.first_output and "14.0" in first_prices.again_output
