@@ -26,7 +26,13 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import ipycache_ext
-from ipycache_ext import CacheStore, UnhashableInputError, UnserializableResultError, _decorators, _engine, _spinner
+from ipycache_ext import (
+    CacheStore,
+    UnhashableInputError,
+    UnserializableResultError,
+    _engine,
+    _spinner,
+)
 from ipycache_ext._decorators import cache_data, cache_resource
 
 from .conftest import FakeClock
@@ -112,10 +118,28 @@ def _parameters(func: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(func).parameters.values()]
 
 
-STREAMLIT_DATA = ["ttl", "max_entries", "max_size", "show_spinner", "show_time", "persist", "hash_funcs",
-                  "scope", "refresh_mode"]
-STREAMLIT_RESOURCE = ["ttl", "max_entries", "show_spinner", "show_time", "validate", "hash_funcs", "on_release",
-                      "scope", "refresh_mode"]
+STREAMLIT_DATA = [
+    "ttl",
+    "max_entries",
+    "max_size",
+    "show_spinner",
+    "show_time",
+    "persist",
+    "hash_funcs",
+    "scope",
+    "refresh_mode",
+]
+STREAMLIT_RESOURCE = [
+    "ttl",
+    "max_entries",
+    "show_spinner",
+    "show_time",
+    "validate",
+    "hash_funcs",
+    "on_release",
+    "scope",
+    "refresh_mode",
+]
 DEFAULTS = {"show_spinner": True, "show_time": False, "scope": "global", "refresh_mode": "foreground"}
 
 

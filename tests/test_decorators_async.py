@@ -312,8 +312,9 @@ def test_a_computation_whose_loop_ends_is_started_again_for_the_other_loop(cache
         return x
 
     async def owner() -> None:
-        asyncio.ensure_future(fetch(1, tracker))  # left running when main() returns
+        left = asyncio.ensure_future(fetch(1, tracker))  # left running when owner() returns
         assert await asyncio.to_thread(waiting.wait, 5)
+        assert not left.done()
 
     async def other() -> int:
         assert await asyncio.to_thread(started.wait, 5)

@@ -1,0 +1,330 @@
+"""A decorated function: turns a call into the engine's request, and presents the outcome.
+
+The key is the function's identity and code digest (with what it reads: ``FunctionDigest``)
+and its arguments bound to the signature with defaults applied (``f(1)``, ``f(x=1)`` and
+``f(1, 2)`` with default 2 are one entry), ``_private`` ones left out. A miss is
+``_computing``'s, the misses of an ``async def`` are ``_async_calls``', and the refresh of a
+stale value (``refresh_mode="background"``) is ``_background``'s.
+
+A hit must cost a fraction of Streamlit's: the function's digest is reused while
+everything it reads is still in place, and the plans of calls whose arguments are plain
+scalars are remembered; a hit adds nothing else here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import reprlib
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+
+from ._async_calls import AsyncFlights
+from ._background import BackgroundRefresher
+from ._computing import Computation, Generations, Superseded, release_unused
+from ._decorator_options import DecoratorOptions
+from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
+from ._errors import UnhashableInputError
+from ._funcdigest import FunctionDigest, type_name
+from ._hashing import Unhashable
+from ._store import CacheStore, get_store
+
+if TYPE_CHECKING:
+    from ._decorators import _CacheDecorator
+
+__all__ = ["BoundCachedFunction", "CachedFunction"]
+
+P = ParamSpec("P")
+Q = ParamSpec("Q")
+R = TypeVar("R")
+S = TypeVar("S")
+
+_KEY_MEMORY = 256  # remembered plans per function (calls with plain scalar arguments)
+_PLAIN = frozenset({int, str, bytes, bool, type(None)})  # never 1.0: -0.0 == 0.0 but hash apart
+_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+
+
+class CachedFunction(Generic[P, R]):
+    """A function whose results live in the cache store; call it as you would the function.
+
+    ``f.clear()`` drops every entry of the function, ``f.clear(*args, **kwargs)`` the one
+    for those arguments; a computation in progress then keeps its result to itself. ``f.store``
+    may name a store other than the decorator's.
+    """
+
+    store: CacheStore | None
+    __wrapped__: Callable[P, R]
+
+    def __init__(self, func: Callable[P, R], options: DecoratorOptions, decorator: _CacheDecorator) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self._options = options
+        self._decorator = decorator
+        self.store = None
+        self._is_async = inspect.iscoroutinefunction(func)
+        self._signature = inspect.signature(func)
+        qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+        self._name = qualname.rsplit("<locals>.", 1)[-1]  # as people would write it
+        self._identity = f"{getattr(func, '__module__', None)}.{qualname}"
+        self._code = FunctionDigest(func, options.hash_funcs)
+        self._plans: dict[Hashable, tuple[Request, Plan]] = {}
+        self._generations = Generations(decorator.generations)
+        self._flights = AsyncFlights()
+        self._background = (
+            BackgroundRefresher(self._name, options.ttl)
+            if options.refresh_mode == "background" and options.ttl is not None
+            else None
+        )
+        self._base = Request(
+            kind=options.kind,
+            origin=self._identity,
+            label=self._name,
+            code="",
+            group=f"{options.kind}:{self._identity}",
+            scope=self._identity,
+            hash_funcs=options.hash_funcs,
+            unhashable_argument=self._unhashable_argument,
+            ttl=options.store_ttl,
+            max_entries=options.max_entries,
+            validate=options.validate,
+            on_release=options.on_release,
+            persist=options.persist,
+        )
+        if self._is_async:
+            _mark_coroutine_function(self)
+
+    def __repr__(self) -> str:
+        return f"<{self._decorator.name} {self._identity}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True
+        if self._is_async:
+            return cast(R, self._call_async(args, kwargs))
+        engine = self._engine()
+        request, plan = self._plan(engine, args, kwargs)
+        miss = self._computation(engine, plan, args, kwargs)
+        try:
+            outcome = engine.fetch(request, plan, miss.compute, prepare=miss.keep)
+        except Superseded as cleared:  # cleared while it computed: the caller's, not the store's
+            return cast(R, engine.load(request.kind, cleared.stored))
+        if outcome.computed:
+            miss.stored(outcome.entry)
+            if self._background is not None:
+                self._background.forget(plan.key)
+        elif self._background is not None and outcome.entry is not None:
+            self._background.served(engine.store, outcome.entry, functools.partial(
+                self._refresh, engine, request, plan, args, kwargs))  # fmt: skip
+        return cast(R, outcome.value)
+
+    def clear(self, *args: Any, **kwargs: Any) -> None:
+        """Drop this function's entries; with arguments, only the entry for those arguments."""
+        engine = self._engine()
+        if args or kwargs:
+            key = self._plan(engine, args, kwargs)[1].key
+            self._generations.bump(key)
+            engine.store.delete(key)
+        else:
+            self._generations.bump()
+            group = self._base.group
+            engine.store.delete_where(lambda entry: entry.group == group, "cleared")
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> CachedFunction[P, R]: ...
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, Q], R], instance: S, owner: type | None = None
+    ) -> BoundCachedFunction[Q, R]: ...
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """Methods: ``obj.f(x)`` is ``f(obj, x)``, and ``obj.f.clear(x)`` clears that entry."""
+        return self if instance is None else BoundCachedFunction(self, instance)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (and so hash, when another cached function reads this one) the function and
+        its plain options; the hooks and ``hash_funcs`` are not carried along."""
+        return (_unpickle, (), (self._func, self._options.plain()))
+
+    def __setstate__(self, state: tuple[Any, DecoratorOptions]) -> None:
+        from ._decorators import cache_data, cache_resource
+
+        func, options = state
+        decorator = cache_data if options.kind == "data" else cache_resource
+        self.__init__(func, options, decorator)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ requests
+    def _engine(self) -> CacheEngine:
+        # `is None`, never `or`: a store with no entries is falsy (it has a length)
+        store = self.store if self.store is not None else self._decorator.store
+        return engine_for(get_store() if store is None else store)
+
+    def _plan(
+        self, engine: CacheEngine, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Request, Plan]:
+        """The request and key of a call; remembered for plain scalar arguments."""
+        code = self._code.current(engine)
+        arg_types = tuple(map(type, args))
+        memo: Hashable = None
+        if _PLAIN.issuperset(arg_types):
+            if not kwargs:
+                memo = (code, args, arg_types)
+            else:
+                kw_types = tuple(map(type, kwargs.values()))
+                if _PLAIN.issuperset(kw_types):
+                    memo = (code, args, arg_types, tuple(kwargs.items()), kw_types)
+            if memo is not None:
+                known = self._plans.get(memo)
+                if known is not None and known[0].code == code:
+                    return known
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        request = dataclasses.replace(
+            self._base,
+            label=f"{self._name}({_preview(bound.arguments)})",
+            code=code,
+            arguments=_hashed_arguments(self._signature, bound.arguments),
+        )
+        plan = engine.plan(request)
+        if self._code.by_identity:
+            plan = dataclasses.replace(plan, by_identity=plan.by_identity + self._code.by_identity)
+        if memo is not None:
+            if len(self._plans) >= _KEY_MEMORY:
+                self._plans.clear()
+            self._plans[memo] = (request, plan)
+        return request, plan
+
+    def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
+        type_text = type_name(type(value))
+        return UnhashableInputError(
+            name,
+            type(value),
+            f"{exc.value_type.__qualname__}: {exc.reason}",
+            f"{self._name}() takes it as parameter `{name}`. If it does not change the result, "
+            f"rename the parameter to `_{name}` and it is left out of the key; otherwise say what "
+            f"identifies it with @{self._decorator.name}(hash_funcs={{{type_text}: lambda value: ...}}).",
+        )
+
+    # ------------------------------------------------------------------ computing
+    def _computation(self, engine: CacheEngine, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     *, background: bool = False) -> Computation:  # fmt: skip
+        return Computation(self._func, self._options, self._name, self._generations, engine.store,
+                           plan.key, args, kwargs, background=background)  # fmt: skip
+
+    def _refresh(self, engine: CacheEngine, request: Request, plan: Plan, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Outcome | None:  # fmt: skip
+        """Compute a stale entry again (on the background thread); it replaces the old one."""
+        miss = self._computation(engine, plan, args, kwargs, background=True)
+        try:
+            outcome = engine.fetch(request, plan, miss.compute, refresh=True, prepare=miss.keep)
+        except Superseded:
+            return None  # cleared, evicted or expired meanwhile: it stays gone
+        miss.stored(outcome.entry)
+        return outcome
+
+    def refreshing(self, *args: Any, **kwargs: Any) -> bool:
+        """Whether the entry for these arguments is being refreshed in the background now."""
+        if self._background is None:
+            return False
+        return self._background.refreshing(self._plan(self._engine(), args, kwargs)[1].key)
+
+    # ------------------------------------------------------------------ async
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Serve a hit at once; otherwise await the one computation of this key (any loop)."""
+        __tracebackhide__ = True
+        engine = self._engine()
+        request, plan = self._plan(engine, args, kwargs)
+        start = functools.partial(self._compute_async, engine, request, plan, args, kwargs)
+        return await self._flights.fetch(engine, request, plan, start)
+
+    async def _compute_async(
+        self, engine: CacheEngine, request: Request, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Outcome:
+        __tracebackhide__ = True
+        served = engine.peek(request, plan)  # stored since the caller looked
+        if served is not None:
+            return served
+        miss = self._computation(engine, plan, args, kwargs)
+        miss.start()
+        with miss.spinner():
+            value = await cast(Callable[..., Any], self._func)(*args, **kwargs)
+        try:
+            outcome = engine.fetch(request, plan, lambda: value, prepare=miss.keep, copy_computed=False)
+        except Superseded as cleared:  # cleared while it computed: for the awaiters only
+            return Outcome(value, False, True, None, plan.key, None, cleared.stored)
+        if outcome.computed:
+            miss.stored(outcome.entry)
+        if not outcome.computed and outcome.value is not value:
+            release_unused(self._options, value, request.label)  # another decoration stored first
+        return outcome
+
+
+class BoundCachedFunction(Generic[P, R]):
+    """A cached method bound to its instance: ``obj.f(x)`` calls ``f(obj, x)``."""
+
+    __slots__ = ("_cached", "_instance")
+
+    def __init__(self, cached: CachedFunction[..., R], instance: Any) -> None:
+        self._cached = cached
+        self._instance = instance
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True
+        return self._cached(self._instance, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound {self._cached!r} of {self._instance!r}>"
+
+    def clear(self, *args: Any, **kwargs: Any) -> None:
+        """Without arguments, drop every entry of the method (as Streamlit does)."""
+        if args or kwargs:
+            self._cached.clear(self._instance, *args, **kwargs)
+        else:
+            self._cached.clear()
+
+
+def _unpickle() -> CachedFunction[..., Any]:
+    return CachedFunction.__new__(CachedFunction)
+
+
+def _mark_coroutine_function(obj: Any) -> None:
+    """Let ``inspect``/``asyncio.iscoroutinefunction`` see that calling ``obj`` gives a coroutine."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None:
+        mark(obj)
+    else:
+        obj._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+
+def _hashed_arguments(signature: inspect.Signature, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments that are part of the key: not ``_private`` ones, also inside ``**kwargs``.
+
+    ``**kwargs`` are sorted by name: ``f(a=1, b=2)`` and ``f(b=2, a=1)`` are one call.
+    """
+    hashed: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if name.startswith("_"):
+            continue
+        parameter = signature.parameters.get(name)
+        if parameter is not None and parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            hashed[name] = {k: value[k] for k in sorted(value) if not k.startswith("_")}
+        else:
+            hashed[name] = value
+    return hashed
+
+
+# ---------------------------------------------------------------------- small helpers
+_repr = reprlib.Repr()
+_repr.maxstring = 24
+_repr.maxother = 24
+
+
+def _preview(arguments: Mapping[str, Any]) -> str:
+    """The arguments, short, for the entry's label: ``city='Paris', df=<DataFrame>``."""
+    parts = []
+    for name, value in arguments.items():
+        if name.startswith("_") or name in ("self", "cls"):
+            continue
+        shown = _repr.repr(value) if type(value) in _IMMUTABLE else f"<{type(value).__name__}>"
+        parts.append(f"{name}={shown}")
+    text = ", ".join(parts)
+    return text if len(text) <= 60 else text[:57] + "..."
