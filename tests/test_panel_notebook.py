@@ -7,6 +7,8 @@ that clicks get through.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,17 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "panel.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-COLUMNS = ("label", "kind", "names", "size", "age", "ttl", "hits")  # a row's labels, then its delete button
+# A row's grid: the expand button, these columns, then the delete button.
+COLUMNS = ("label", "kind", "names", "size", "age", "ttl", "hits")
 
 
 def _classes(model: dict[str, Any]) -> tuple[str, ...]:
     return tuple(model["state"].get("_dom_classes", ()))
+
+
+def _text(model: dict[str, Any]) -> str:
+    """A Label's value, or an HTML cell's text without its markup."""
+    return html.unescape(re.sub(r"<[^>]+>", "", model["state"]["value"]))
 
 
 def _children(models: dict[str, Any], model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,7 +58,7 @@ def test_the_panel_notebook_runs_and_shows_a_row_per_entry() -> None:
     header = next(m for m in parts if "ipycache-header" in _classes(m))
     # The three cells cached before %cache_panel ran; the fourth, added later, reaches the
     # page through the panel's ticker thread, which nbclient does not record.
-    assert header["state"]["value"].startswith("3 entries")
+    assert header["state"]["value"].startswith("3 entries · memory ")
     entries = next(m for m in parts if "ipycache-entries" in _classes(m))
     rows = _children(models, entries)
     assert len(rows) == 3
@@ -58,17 +66,23 @@ def test_the_panel_notebook_runs_and_shows_a_row_per_entry() -> None:
 
     shown = []
     for row in rows:
-        cells = _children(models, row)
+        [grid] = _children(models, row)  # folded: the details are not there yet
+        cells = _children(models, grid)
+        assert "ipycache-expand" in _classes(cells[0])
         assert "ipycache-delete" in _classes(cells[-1])
-        assert "ipycache-ttl" in _classes(cells[COLUMNS.index("ttl")])
-        shown.append(dict(zip(COLUMNS, (c["state"]["value"] for c in cells[:-1]), strict=True)))
+        assert "ipycache-ttl" in _classes(cells[1 + COLUMNS.index("ttl")])
+        shown.append(dict(zip(COLUMNS, (_text(c) for c in cells[1:-1]), strict=True)))
     squares, words, conn = shown  # oldest first
-    assert squares["label"] == "squares = [i * i for i in range(200_000)]"
+    assert squares["label"].endswith("squares = [i * i for i in range(200_000)]")
     assert (squares["kind"], squares["names"]) == ("data", "squares, total")
+    assert squares["size"].endswith("KiB") or squares["size"].endswith("MiB")
     assert squares["ttl"].startswith("1m 5")  # --ttl 2m, seconds ago
     assert words["ttl"].startswith("59m")  # --ttl 1h
     assert (conn["kind"], conn["ttl"]) == ("resource", "no expiry")
-    assert "conn" in conn["names"]
+    assert conn["names"] == "conn"  # `import sqlite3` binds a module: not listed
+    assert conn["size"] == "shared"
+    chart = next(m for m in parts if "ipycache-chart" in _classes(m))
+    assert chart["state"]["value"].count("ipycache-chart-segment") == 2  # the two data entries
 
     last = nb.cells[-1].outputs[0]["data"]["text/plain"]
     assert last == "4"  # the entry added after the panel is in the store
