@@ -87,6 +87,9 @@ def check_file(record: dict[str, Any]) -> str | None:
         return f"{shown(path)} was deleted" if not os.path.exists(path) else f"{shown(path)} changed"
     if now == (record["size"], record["mtime_ns"], record["ctime_ns"]):
         return None
+    known = _verified.get(path)
+    if known is not None and known[0] == now:  # hashed since (a touch): no need to read it again
+        return None if known[1] == record["digest"] else f"{shown(path)} changed"
     try:
         hashed = content_digest(path)
     except OSError as exc:
