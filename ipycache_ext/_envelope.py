@@ -73,10 +73,10 @@ class EntryHeader:
 
 
 def seal(
-    header: EntryHeader, meta: bytes, buffers: list[memoryview], signer: Signer
+    header: EntryHeader, meta: bytes | memoryview, buffers: list[memoryview], signer: Signer
 ) -> tuple[EntryHeader, int, Iterator[bytes | memoryview]]:
     """The signed entry as pieces to stream (nothing is joined), its header and total size."""
-    layout = (len(meta), *(b.nbytes for b in buffers))
+    layout = (memoryview(meta).nbytes, *(b.nbytes for b in buffers))
     header = EntryHeader(**{**asdict(header), "layout": layout, "size": sum(layout)})
     encoded = header.to_json()
     if len(encoded) > MAX_HEADER:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -114,6 +115,10 @@ class SignedCache:
     def save(self, value: SerializedValue, header: EntryHeader) -> bool:
         """Persist ``value``; False (with one warning) when the disk can't take it."""
         meta, buffers = value.parts()
+        return self.save_parts(meta, buffers, header)
+
+    def save_parts(self, meta: bytes | memoryview, buffers: list[memoryview], header: EntryHeader) -> bool:
+        """``save`` of a value given as its pickle stream and buffers (as ``load_parts`` returns them)."""
         sealed, size, pieces = seal(header, meta, buffers, self.signer)
         ttl = None if sealed.expires is None else max(1.0, sealed.expires - self._timer())
         try:
@@ -135,6 +140,14 @@ class SignedCache:
     # reading
     def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
         """The verified value and header, or None (missing, expired, foreign, stale or refused)."""
+        found = self.load_parts(key)
+        if found is None:
+            return None
+        header, meta, buffers = found
+        return SerializedValue.from_parts(bytes(meta), buffers), header
+
+    def load_parts(self, key: str) -> tuple[EntryHeader, memoryview, list[memoryview]] | None:
+        """``load``, but the pickle stream and buffers as views into the bytes read (nothing copied)."""
         try:
             blob = self.backend.get(key)
             if blob is None:
@@ -166,7 +179,7 @@ class SignedCache:
             if not self.shared:
                 self.delete(key)
             return None
-        return SerializedValue.from_parts(bytes(meta), buffers), header
+        return header, meta, buffers
 
     def _open(
         self, key: str, data: Any, current: frozenset[str] | None
@@ -286,6 +299,8 @@ class StorePersistence:
         self.notice = notice
         self.lease_seconds = 30.0
         self.wait_seconds = 600.0
+        self.fill_in_background_from = 16 << 20  # bytes
+        self._fills: list[threading.Thread] = []
 
     @property
     def directory(self) -> Path | None:
@@ -301,10 +316,43 @@ class StorePersistence:
         shared = self.team.load(key)
         if shared is None:
             return None
-        value, header = shared
+        header, meta, buffers = shared
+        value = SerializedValue.from_parts(bytes(meta), buffers)
         if self.disk is not None:
-            self.disk.save(value, header)  # a team hit fills the local tier (re-signed with our key)
+            self._fill(self.disk, header, meta, buffers)
         return _restored(value, header, "team")
+
+    def _fill(
+        self, disk: SignedCache, header: EntryHeader, meta: memoryview, buffers: list[memoryview]
+    ) -> None:
+        """A team hit fills the local tier (re-signed with our key): in a thread for big entries.
+
+        The thread writes from the bytes read from the team store, which nobody else holds,
+        so the hit doesn't wait for the disk; a kernel that stops mid-way leaves a temporary
+        file the next write sweeps.
+        """
+        if header.size < self.fill_in_background_from:
+            disk.save_parts(meta, buffers, header)
+            return
+        thread = threading.Thread(
+            target=self._fill_quietly, args=(disk, header, meta, buffers), daemon=True, name="ipycache-fill"
+        )
+        self._fills = [t for t in self._fills if t.is_alive()] + [thread]
+        thread.start()
+
+    @staticmethod
+    def _fill_quietly(
+        disk: SignedCache, header: EntryHeader, meta: memoryview, buffers: list[memoryview]
+    ) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a warning from a thread would land in a random cell
+            with contextlib.suppress(Exception):
+                disk.save_parts(meta, buffers, header)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for local fills still being written (tests, and before a kernel exits)."""
+        for thread in self._fills:
+            thread.join(timeout)
 
     def save(self, key: str, value: Any, entry: EntryInfo, where: Where = "disk") -> bool:
         if not isinstance(value, SerializedValue):
@@ -402,9 +450,11 @@ def configure(
 ) -> None:
     """Where ``store`` keeps persisted entries, for every front end (magics and decorators).
 
-    ``team`` is a ``_team.TeamSettings`` (or None: no team tier; see ``team_settings``).
-    A different directory or team closes the open tiers, so the next persisted entry opens
-    the new ones; a different budget applies at once.
+    ``team`` is a ``_team.TeamSettings`` (build it with ``_team.team_settings(url,
+    namespace, trusted_keys)``); None means "from the environment" (``IPYCACHE_EXT_TEAM_*``;
+    no team tier when ``IPYCACHE_EXT_TEAM_STORE`` is unset). A different directory or team
+    closes the open tiers, so the next persisted entry opens the new ones; a different
+    budget applies at once.
     """
     settings = (directory, DEFAULT_DISK_BUDGET if budget is None else budget, team)
     previous = _settings.get(store)
@@ -422,7 +472,8 @@ def configure(
 def ensure_persistence(store: CacheStore) -> bool:
     """Give ``store`` its tiers on first need; False if they can't be had (said once)."""
     if store.persistence is None and not _unavailable.get(store):
-        directory, budget, team = _settings.get(store, (None, DEFAULT_DISK_BUDGET, _env_team()))
+        directory, budget, team = _settings.get(store, (None, DEFAULT_DISK_BUDGET, None))
+        team = team if team is not None else _env_team()
         store.persistence = open_persistence(directory, budget, timer=store.now, team=team)  # one clock
         if store.persistence is None:
             _unavailable[store] = True

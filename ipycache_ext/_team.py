@@ -20,9 +20,8 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ._envelope import EntryHeader
 from ._persist import SignedCache
@@ -48,7 +47,6 @@ class TeamSettings:
     retry_after: float = 10.0  # seconds the store is skipped after it failed
     lease_seconds: float = 30.0
     wait_seconds: float = 600.0  # a waiter computes itself after this
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 def team_settings(
@@ -110,11 +108,12 @@ class TeamTier:
     def _ok(self) -> None:
         self._said_down = False  # the next outage is said again
 
-    def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
+    def load(self, key: str) -> tuple[EntryHeader, memoryview, list[memoryview]] | None:
+        """The verified entry as views into the bytes read (the caller makes the value)."""
         if not self.available:
             return None
         try:
-            found = self.cache.load(key)
+            found = self.cache.load_parts(key)
         except (BackendUnavailable, OSError) as exc:
             self._failed(exc)
             return None

@@ -52,6 +52,7 @@ def test_a_colleagues_entry_is_a_hit_and_fills_the_local_disk(
     assert found.where == "team"
     assert found.dependencies == ({"kind": "file", "path": "data.csv"},)
     assert found.compute_seconds == 2.5
+    bob.flush()  # 24 MB: written to bob's disk in the background
     again = bob.load("k1", "disk")  # now from bob's own disk, re-signed with bob's key
     assert again is not None and again.where == "disk"
     assert again.computed_by is not None and again.computed_by.startswith("alice@")

@@ -32,7 +32,7 @@ import redis.exceptions
 
 from .base import BackendUnavailable, Blob, Buffer
 
-CHUNK_SIZE = 64 << 20
+CHUNK_SIZE = 16 << 20  # one round trip stays well inside the socket timeout on a busy host
 _PENDING_MS = 15 * 60 * 1000  # chunks of a write not committed by then are garbage
 _OLD_GENERATION_MS = 60 * 1000
 
