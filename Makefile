@@ -11,12 +11,18 @@ demo: $(VENV)/.installed-demo  ## run notebooks/quickstart.ipynb in a real kerne
 
 test: $(VENV)/.installed-test  ## the whole suite: lint, types, unit, notebooks, browser
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-redis.sh
 	$(BIN)/ruff check ipycache_ext tests scripts benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-lab: $(VENV)/.installed-test  ## open JupyterLab on notebooks/
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+lab: $(VENV)/.installed-test  ## open JupyterLab on notebooks/ (also as root, e.g. in a container)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --allow-root $(LAB_ARGS)
+
+.PHONY: team-demo
+team-demo: $(VENV)/.installed-demo  ## a local redis-server, two kernels, two users: the second one's slow cell is a hit
+	bash scripts/ensure-redis.sh
+	$(BIN)/python scripts/team_demo.py notebooks/team.ipynb
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check ipycache_ext tests scripts benchmarks
