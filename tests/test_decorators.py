@@ -1024,13 +1024,18 @@ def test_the_demo_notebook_runs_and_its_second_call_is_a_hit() -> None:
         for line in text.splitlines()
         if line.startswith("RESULT ")
     ]
-    forecast, connection = results
+    forecast, connection, patterns = results
     assert forecast["first_seconds"] >= 0.5
     assert forecast["second_seconds"] < 0.05
     assert forecast["hits"] == 1
     assert forecast["misses"] == 1
     assert connection["same_connection"] is True
     assert connection["released"] == 1
+    # Streamlit's connection and model patterns: globals read by cached functions, hits
+    assert patterns["pattern_hits"] == 2
+    assert patterns["same_totals"] is True
+    assert patterns["prediction"] == {"label": "POSITIVE", "chars": 10}
+    assert any("first run (`connection` keyed by identity)" in text for text in texts)
     assert any("fetch_forecast(city='Paris', days=3)" in text for text in texts)  # %cache_info
     # the 1 s miss showed its spinner text in the real kernel, then replaced it by nothing
     spinner = [
