@@ -473,3 +473,20 @@ def test_duckdb_and_h5py(here: pathlib.Path) -> None:
     assert paths(deps) == {str(here / "d.csv"), str(here / "x.h5")}
     deps = record(lambda: h5py.File("new.h5", "w").close())
     assert paths(deps) == set()
+
+
+def test_a_reader_imported_after_the_first_recording_is_wrapped_too(tmp_path: pathlib.Path) -> None:
+    """A fresh process: the hooks go in first, pyarrow.parquet is imported (and bound by name) later."""
+    pd.DataFrame({"v": [1]}).to_parquet(tmp_path / "late.parquet")
+    script = (
+        "import sys\n"
+        "from ipycache_ext._deps import recording\n"
+        "with recording():\n    pass\n"
+        "assert 'pyarrow.parquet' not in sys.modules\n"
+        "from pyarrow.parquet import read_table\n"
+        "with recording() as rec:\n    read_table('late.parquet')\n"
+        "print([d['path'] for d in rec.dependencies() if d['kind'] == 'file'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          check=True, timeout=120)  # fmt: skip
+    assert str(tmp_path / "late.parquet") in done.stdout

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import _audit, _environ, _native, _records, _rng
-from ._state import Observations, begin, end, suspended
+from ._state import CURRENT, Observations, begin, end, suspended
 
 
 class Recording:
@@ -37,11 +37,8 @@ class Recording:
             self._obs.errors.append("the working directory was removed")
         for rng, before in self._obs.rng_before.items():
             state = _rng.capture(rng)
-            if state is None:
-                continue
-            after = _rng.to_json(state)
-            if _rng.state_digest(after) != before:
-                self._rng_after[rng] = after
+            if state is not None and not _rng.same(rng, state, before):
+                self._rng_after[rng] = (_rng.state_digest(rng, before), _rng.to_json(rng, state))
 
     def dependencies(self) -> tuple[dict[str, Any], ...]:
         """The JSON-able records, sorted (hashes each input file once, on the first call)."""
@@ -60,10 +57,15 @@ class Recording:
         return self._records
 
 
+_installed: list[bool] = []
+
+
 def _install() -> None:
-    _audit.install()
-    _environ.install()
-    _native.install()
+    if not _installed:
+        _audit.install()
+        _environ.install()
+        _native.install()
+        _installed.append(True)
 
 
 @contextmanager
@@ -80,8 +82,6 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
     _install()
     start = os.getcwd()
     obs = Observations(cwd=start)
-    from ._state import CURRENT
-
     obs.parent = CURRENT.get()
     obs.rng_before = _rng.before_all()
     result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude)
@@ -89,7 +89,7 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
     try:
         yield result
     finally:
-        end(token)
+        end(token, obs)
         result._finish()
         if obs.parent is not None:
             obs.parent.absorb(obs)

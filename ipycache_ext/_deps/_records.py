@@ -108,9 +108,9 @@ def finalize(obs: Observations, declared: Sequence[str], declared_cwd: str, end_
         records.append({"kind": "env", "name": name, "digest": env_digest(value)})
     for name, value in obs.env_written.items():
         records.append({"kind": "env_effect", "name": name, "value": value})
-    for rng, after in rng_after.items():
-        before = None if rng in obs.rng_seeded else obs.rng_before[rng]
-        records.append({"kind": "random", "rng": rng, "before": before, "after": after})
+    for rng, (before, after) in rng_after.items():
+        seeded = rng in obs.rng_seeded
+        records.append({"kind": "random", "rng": rng, "before": None if seeded else before, "after": after})
     if obs.relative or end_cwd != obs.cwd:
         records.append({"kind": "cwd", "path": obs.cwd, "after": end_cwd if end_cwd != obs.cwd else None})
     for error in dict.fromkeys(obs.errors):

@@ -10,6 +10,7 @@ starts are watched: numpy imported for the first time inside it is seeded from t
 
 from __future__ import annotations
 
+import array
 import base64
 import functools
 import json
@@ -30,20 +31,59 @@ DESCRIBED = {"numpy": "numpy's global random state", "random": "the `random` mod
 
 
 def capture(rng: str) -> Any | None:
-    """The live state of one global generator, or None when its module isn't imported."""
+    """The live state of one global generator (raw), or None when its module isn't imported."""
     module = sys.modules.get(_MODULE[rng])
     if module is None:
         return None
-    getter = module.get_state if rng == "numpy" else module.getstate
-    return getter(legacy=False) if rng == "numpy" else getter()
+    return module.get_state(legacy=False) if rng == "numpy" else module.getstate()
 
 
-def to_json(value: Any) -> Any:
-    """A state as plain JSON (arrays as base64 bytes with their dtype)."""
+def _mt19937(state: Any) -> bool:
+    return isinstance(state, dict) and state.get("bit_generator") == "MT19937"
+
+
+def same(rng: str, a: Any, b: Any) -> bool:
+    """Whether two raw states are equal (cheap: no copies, no digests)."""
+    if rng == "numpy" and _mt19937(a) and _mt19937(b):
+        sa, sb = a["state"], b["state"]
+        return bool(
+            sa["pos"] == sb["pos"] and a["has_gauss"] == b["has_gauss"] and a["gauss"] == b["gauss"]
+            and (sa["key"] == sb["key"]).all()
+        )  # fmt: skip
+    if rng == "random":
+        return bool(a == b)
+    return bool(state_digest(rng, a) == state_digest(rng, b))
+
+
+def state_digest(rng: str, state: Any) -> str:
+    """The digest of a raw state (the same for a live state and one restored from JSON)."""
+    if rng == "numpy" and _mt19937(state):
+        inner = state["state"]
+        tail = f"{inner['pos']},{state['has_gauss']},{state['gauss']!r}".encode()
+        return xxhash.xxh3_128_hexdigest(inner["key"].tobytes() + tail)
+    if rng == "random":
+        version, internal, gauss = state
+        try:
+            words = array.array("I", internal).tobytes()
+        except OverflowError:
+            words = repr(internal).encode()
+        return xxhash.xxh3_128_hexdigest(words + f"{version},{gauss!r}".encode())
+    return xxhash.xxh3_128_hexdigest(json.dumps(_to_json(state), sort_keys=True).encode())
+
+
+def to_json(rng: str, state: Any) -> Any:
+    """A raw state as plain JSON, to be replayed after a restart."""
+    if rng == "random":
+        version, internal, gauss = state
+        return [version, list(internal), gauss]
+    return _to_json(state)
+
+
+def _to_json(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
+        return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
+        return [_to_json(v) for v in value]
     if hasattr(value, "dtype") and hasattr(value, "tobytes"):
         if getattr(value, "shape", ()) == ():
             return value.item()
@@ -65,13 +105,9 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def state_digest(state_json: Any) -> str:
-    return xxhash.xxh3_128_hexdigest(json.dumps(state_json, sort_keys=True).encode())
-
-
 def current_digest(rng: str) -> str | None:
     state = capture(rng)
-    return None if state is None else state_digest(to_json(state))
+    return None if state is None else state_digest(rng, state)
 
 
 def restore(rng: str, state_json: Any) -> None:
@@ -95,12 +131,11 @@ def _seeding(rng: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         obs = current() if LIVE[0] else None
         if obs is not None:
-            now: str | None = None
+            now = capture(rng)
             while obs is not None:  # every enclosing recording judges this call too
                 if rng not in obs.rng_decided and rng in obs.rng_before:
-                    now = current_digest(rng) if now is None else now
                     obs.rng_decided.add(rng)
-                    if now == obs.rng_before[rng]:
+                    if same(rng, now, obs.rng_before[rng]):
                         obs.rng_seeded.add(rng)  # nothing was drawn before: the prior state is moot
                 obs = obs.parent
         return func(*args, **kwargs)
@@ -117,11 +152,11 @@ def wrap_seeding(module: ModuleType) -> None:
             setattr(module, name, _seeding(rng, func))
 
 
-def before_all() -> dict[str, str]:
-    """Digests of the states at the start of a computation (modules imported by then)."""
+def before_all() -> dict[str, Any]:
+    """The raw states at the start of a computation (of the modules imported by then)."""
     states = {}
     for rng in RNGS:
-        digest = current_digest(rng)
-        if digest is not None:
-            states[rng] = digest
+        state = capture(rng)
+        if state is not None:
+            states[rng] = state
     return states

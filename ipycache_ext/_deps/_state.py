@@ -46,7 +46,7 @@ class Observations:
     trees: dict[str, None] = field(default_factory=dict)  # directories read whole (a dataset)
     env_read: dict[str, str | None] = field(default_factory=dict)  # value at first read
     env_written: dict[str, str | None] = field(default_factory=dict)  # value at the end (None: unset)
-    rng_before: dict[str, Any] = field(default_factory=dict)  # rng name -> state digest
+    rng_before: dict[str, Any] = field(default_factory=dict)  # rng name -> raw state at the start
     rng_decided: set[str] = field(default_factory=set)  # a seed/setstate call has been judged
     rng_seeded: set[str] = field(default_factory=set)  # ...and came before any draw
     noted: list[dict[str, Any]] = field(default_factory=list)  # records of nested hits
@@ -113,10 +113,15 @@ def begin(observations: Observations) -> contextvars.Token[Observations | None]:
     return CURRENT.set(observations)
 
 
-def end(token: contextvars.Token[Observations | None]) -> None:
-    CURRENT.reset(token)
-    with _live_lock:
-        LIVE[0] -= 1
+def end(token: contextvars.Token[Observations | None], observations: Observations) -> None:
+    try:
+        CURRENT.reset(token)
+    except ValueError:  # ended in another context than it began (a thread hop): unwind this one
+        if CURRENT.get() is observations:
+            CURRENT.set(observations.parent)
+    finally:
+        with _live_lock:
+            LIVE[0] -= 1
 
 
 @contextmanager
@@ -141,7 +146,7 @@ def stat_key(path: str) -> StatKey | None:
 
 
 def _ignored_roots() -> tuple[str, ...]:
-    """Installed software (keyed by version elsewhere) and kernel pseudo-files (never stable)."""
+    """Installed software (keyed by version elsewhere), the time zone database, kernel pseudo-files."""
     roots = {"/proc", "/sys", "/dev"}
     paths = sysconfig.get_paths()
     roots.update(paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths)
@@ -152,6 +157,12 @@ def _ignored_roots() -> tuple[str, ...]:
         roots.add(user_site)
     if sys.prefix != sys.base_prefix:
         roots.add(sys.prefix)
+    try:  # the time zone database: system software, like the interpreter's own files
+        import zoneinfo
+
+        roots.update(zoneinfo.TZPATH)
+    except ImportError:  # pragma: no cover - a Python built without it
+        pass
     return tuple(os.path.normpath(root) + os.sep for root in roots if root)
 
 
