@@ -244,9 +244,7 @@ class CachedFunction(Generic[P, R]):
         if served is not None:
             return served
         miss = self._computation(engine, plan, args, kwargs)
-        miss.start()
-        with miss.spinner():
-            value = await cast(Callable[..., Any], self._func)(*args, **kwargs)
+        value = await miss.compute_async()
         try:
             outcome = engine.fetch(request, plan, lambda: value, prepare=miss.keep, copy_computed=False)
         except Superseded as cleared:  # cleared while it computed: for the awaiters only

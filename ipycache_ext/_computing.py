@@ -8,6 +8,7 @@ caller gets it, the store doesn't), and the function's byte budget (``max_size``
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 import warnings
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 Token = tuple[int, int, int]
+
+# Inside a cached function's computation, cached functions it calls show no spinner of their
+# own: the outer one is showing already (Streamlit's rule, its issue 9951).
+_computing: contextvars.ContextVar[bool] = contextvars.ContextVar("ipycache_computing", default=False)
 
 
 class AwaitableResultError(CacheError, TypeError):
@@ -117,14 +122,29 @@ class Computation:
         __tracebackhide__ = True
         self.start()
         with self.spinner():
-            value = self._func(*self._args, **self._kwargs)
+            inside = _computing.set(True)
+            try:
+                value = self._func(*self._args, **self._kwargs)
+            finally:
+                _computing.reset(inside)
         if inspect.isawaitable(value):
             raise AwaitableResultError(self.decorator, self._name, value)
         return value
 
+    async def compute_async(self) -> Any:
+        """Await the ``async def`` function; the engine is handed the value afterwards."""
+        __tracebackhide__ = True
+        self.start()
+        with self.spinner():
+            inside = _computing.set(True)
+            try:
+                return await self._func(*self._args, **self._kwargs)
+            finally:
+                _computing.reset(inside)
+
     def spinner(self) -> AbstractContextManager[object]:
         shown = self._options.show_spinner
-        if shown is False or self._background:
+        if shown is False or self._background or _computing.get():
             return nullcontext()
         text = shown if isinstance(shown, str) else f"Running {self._name}(...)"
         return Spinner(text, show_time=self._options.show_time)

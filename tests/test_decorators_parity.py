@@ -297,6 +297,25 @@ def test_show_time_false_shows_the_text_alone(cached: CacheStore, published: lis
     assert [r["data"]["text/plain"] for r in published] == ["Loading", ""]
 
 
+def test_a_cached_function_called_by_another_shows_no_spinner_of_its_own(
+    cached: CacheStore, published: list[dict[str, Any]]
+) -> None:
+    @cache_data(show_spinner="inner")
+    def inner(x: int) -> int:
+        time.sleep(0.1)
+        return x
+
+    @cache_data(show_spinner="outer")
+    def outer(x: int) -> int:
+        time.sleep(0.1)
+        return inner(x) + 1
+
+    assert outer(1) == 2
+    assert [r["data"]["text/plain"] for r in published] == ["outer", ""]
+    assert inner(2) == 2  # called on its own, it shows its own
+    assert [r["data"]["text/plain"] for r in published][2:] == ["inner", ""]
+
+
 @pytest.mark.parametrize("decorator", [cache_data, cache_resource])
 def test_scope_session_is_this_kernel(cached: CacheStore, decorator: Any) -> None:
     namespace = define("@decorator(scope='session')\ndef f(x):\n    return [x]", decorator=decorator)
