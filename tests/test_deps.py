@@ -275,6 +275,14 @@ def test_path_glob_and_listings(here: pathlib.Path) -> None:
     assert first_change(deps) == "`d/` lost file `a.txt`"
 
 
+def test_makedirs_of_an_existing_folder_keeps_its_listing_an_input(here: pathlib.Path) -> None:
+    (here / "data").mkdir()
+    deps = record(lambda: (os.makedirs("data", exist_ok=True), os.listdir("data")))
+    assert [d["path"] for d in kinds(deps, "listing")] == [str(here / "data")]
+    deps = record(lambda: (os.makedirs("made/sub"), os.listdir("made/sub")))
+    assert not kinds(deps, "listing")  # made by the computation: its output
+
+
 def test_scandir_iterdir_and_walk_are_listings(here: pathlib.Path) -> None:
     (here / "d" / "sub").mkdir(parents=True)
     deps = record(lambda: (list(os.scandir("d")), list(pathlib.Path("d").iterdir()), list(os.walk("d"))))
@@ -473,6 +481,20 @@ def test_duckdb_and_h5py(here: pathlib.Path) -> None:
     assert paths(deps) == {str(here / "d.csv"), str(here / "x.h5")}
     deps = record(lambda: h5py.File("new.h5", "w").close())
     assert paths(deps) == set()
+
+    with duckdb.connect("shop.duckdb") as conn:
+        conn.execute("create table t as select 1 as v")
+
+    def query() -> Any:
+        with duckdb.connect("shop.duckdb") as conn:
+            return conn.execute("select sum(v) from t").fetchall()
+
+    deps = record(query)
+    assert str(here / "shop.duckdb") in paths(deps)
+    assert first_change(deps) is None
+    with duckdb.connect("shop.duckdb") as conn:
+        conn.execute("insert into t values (2)")
+    assert first_change(deps) in ("`shop.duckdb` changed", "`shop.duckdb.wal` appeared")
 
 
 def test_a_reader_imported_after_the_first_recording_is_wrapped_too(tmp_path: pathlib.Path) -> None:

@@ -48,6 +48,12 @@ def _database(obs: Observations, args: tuple[Any, ...]) -> None:
     obs.note_read(f"{database}-wal", "connect")
 
 
+def _made_directory(obs: Observations, args: tuple[Any, ...]) -> None:
+    """A directory the computation makes is its output (``makedirs(exist_ok=True)`` of one there isn't)."""
+    if isinstance(args[0], int) or not os.path.isdir(args[0]):
+        obs.note_write(args[0])
+
+
 def _written(*positions: int) -> Callable[[Observations, tuple[Any, ...]], None]:
     def handler(obs: Observations, args: tuple[Any, ...]) -> None:
         for position in positions:
@@ -63,7 +69,7 @@ _HANDLERS: dict[str, Callable[[Observations, tuple[Any, ...]], None]] = {
     "sqlite3.connect": _database,
     "os.remove": _written(0),
     "os.rename": _written(0, 1),  # os.replace too
-    "os.mkdir": _written(0),
+    "os.mkdir": _made_directory,
     "os.rmdir": _written(0),
     "os.truncate": _written(0),
     "os.utime": _written(0),

@@ -133,6 +133,8 @@ def note_source(obs: Observations, source: Any, role: str) -> None:
         obs.trees.setdefault(path)
     else:
         obs.note_read(path, role)
+        if role == "connect":  # duckdb's write-ahead log: what another writer left there is data too
+            obs.note_read(f"{path}.wal", role)
 
 
 def _position(func: Callable[..., Any], target: Target, keyword: str, fallback: int) -> int:
