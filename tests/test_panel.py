@@ -419,3 +419,74 @@ def test_persisted_entries_and_disk_use_are_shown(store: CacheStore, tmp_path: A
         assert "· disk " in panel.header.value and "of 10.0 GiB" in panel.header.value
     finally:
         panel.close()
+
+
+# ----------------------------------------------------------------- the redesign (issue 16)
+def test_header_and_rows_share_one_grid_template(store: CacheStore, panel: CachePanel) -> None:
+    from ipycache_ext._panel_rows import GRID_COLUMNS
+
+    put(store, "a", label="x" * 200)
+    panel.refresh()
+    row = panel.rows["a"]
+    assert panel._columns.layout is row.grid.layout  # the very same layout: the same columns
+    assert row.grid.layout.grid_template_columns == GRID_COLUMNS
+    assert len(panel._columns.children) == len(row.grid.children) == 9
+    assert "ipycache-grid" in panel._columns._dom_classes and "ipycache-grid" in row.grid._dom_classes
+    # a long label is cut by the page with an ellipsis, the whole of it in the tooltip
+    assert "text-overflow:ellipsis" in row.cells["label"].value
+    assert f"title='{'x' * 200}'" in row.cells["label"].value
+
+
+def test_a_row_expands_to_why_where_inputs_and_key(store: CacheStore, panel: CachePanel) -> None:
+    store.get_or_create(
+        "k1",
+        lambda: ("v", 10),
+        kind="data",
+        label="[3] y = f(n)",
+        names=("y",),
+        inputs={"n": "0123456789abcdef0123"},
+        miss_reason=lambda: "`n` changed",
+    )
+    panel.refresh()
+    row = panel.rows["k1"]
+    assert row.details is None and row.box.children == (row.grid,)
+    row.expand_button.click()
+    assert row.details is not None
+    assert row.box.children == (row.grid, row.details)
+    details = row.details.value
+    assert "<code>n</code> changed" in details  # the miss reason, backticks as code
+    assert "memory" in details and "this kernel" in details
+    assert "0123456789abcdef" in details and "k1" in details
+    row.expand_button.click()
+    assert row.box.children == (row.grid,)
+
+
+def test_imported_modules_are_not_listed_as_names(
+    shell: InteractiveShell, store: CacheStore, panel: CachePanel
+) -> None:
+    shell.run_cell("import math\ndf = 1")
+    put(store, "a", names=("math", "df"))
+    panel.refresh()
+    assert panel.rows["a"].texts["names"] == "df"
+
+
+def test_empty_and_filtered_states_say_which_it_is(store: CacheStore, panel: CachePanel) -> None:
+    assert panel._empty.value.startswith("The cache is empty")
+    put(store, "a")
+    put(store, "b")
+    panel.kind_filter.value = "resource"
+    assert panel.rows == {}
+    assert panel._empty.value == "No resource entries: 2 entries hidden by the kind filter."
+    assert panel.header.value.endswith("· 2 entries hidden by the filter")
+
+
+def test_the_chart_draws_data_entries_against_the_budget(store: CacheStore, panel: CachePanel) -> None:
+    put(store, "big", size=16 * 1024 * 1024, label="big one")
+    put(store, "small", size=1024)
+    put(store, "conn", kind="resource", size=None)
+    panel.refresh()
+    chart = panel.chart.value
+    assert chart.count("ipycache-chart-segment") == 2  # resources are not in the budget
+    assert "width:25.00%" in chart  # 16 MiB of 64 MiB
+    assert "title='big one: 16.0 MiB'" in chart
+    assert "memory 16.0 MiB of 64.0 MiB (25%)" in chart

@@ -57,9 +57,7 @@ def test_every_readme_snippet_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
     env = dict(os.environ, IPYCACHE_EXT_CACHE_DIR=str(tmp_path / "cache"))
     work = tmp_path / "work"
     work.mkdir()
-    manager, client = jupyter_client.manager.start_new_kernel(
-        kernel_name="python3", cwd=str(work), env=env
-    )
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="python3", cwd=str(work), env=env)
     failures = []
     ran = 0
     try:
