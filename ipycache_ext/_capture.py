@@ -3,12 +3,18 @@
 On a miss the output must appear live (a slow cell that prints progress should not look
 frozen) *and* be kept, so the recorder tees rather than captures: ``sys.stdout``,
 ``sys.stderr`` and the shell's display publisher are wrapped for the duration of the run,
-forwarding everything and keeping an ordered list of events. Nothing here imports IPython:
-the shell is any object with a ``display_pub`` that has ``publish`` and ``clear_output``.
+forwarding everything and keeping an ordered list of events. Logging handlers configured
+before the cell hold the real streams, not ``sys.stdout`` as it is during the run: those
+writing to the real stdout/stderr are pointed at the tees for the run too, so log lines
+are replayed in order with the rest. A replayed widget view whose model is not alive in
+this kernel (after a restart, or closed) is shown in its text form, not as a broken widget.
+Nothing here imports IPython: the shell is any object with a ``display_pub`` that has
+``publish`` and ``clear_output``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +33,9 @@ class CellResult:
     deleted: tuple[str, ...] = ()
     value: Any = None
     outputs: list[OutputEvent] = field(default_factory=list)
+    # Plain defaults (class attributes too), so entries persisted before these existed load.
+    changed: tuple[str, ...] = ()  # inputs changed in place: replayed onto the namespace's objects
+    effects: Any = None  # KernelEffects: module/class attributes, cwd, environment, sys.path
 
 
 class _Tee:
@@ -87,13 +96,15 @@ class OutputRecorder:
         self._shell = shell
         self.events: list[OutputEvent] = []
         self._saved: tuple[Any, Any, Any] | None = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any, _Tee]] = []
 
     def __enter__(self) -> OutputRecorder:
         with self._lock:
             self._saved = (sys.stdout, sys.stderr, self._shell.display_pub)
-            sys.stdout = _Tee(sys.stdout, "stdout", self.events)
-            sys.stderr = _Tee(sys.stderr, "stderr", self.events)
+            out = sys.stdout = _Tee(sys.stdout, "stdout", self.events)
+            err = sys.stderr = _Tee(sys.stderr, "stderr", self.events)
             self._shell.display_pub = _TeePublisher(self._shell.display_pub, self.events)
+            self._handlers = _point_handlers({id(self._saved[0]): out, id(self._saved[1]): err})
         return self
 
     def __exit__(
@@ -105,6 +116,28 @@ class OutputRecorder:
         assert self._saved is not None
         with self._lock:
             sys.stdout, sys.stderr, self._shell.display_pub = self._saved
+            for handler, stream, tee in self._handlers:
+                if handler.stream is tee:  # not re-pointed by the cell itself meanwhile
+                    handler.setStream(stream)
+
+
+def _point_handlers(tees: dict[int, _Tee]) -> list[tuple[logging.StreamHandler[Any], Any, _Tee]]:
+    """Point every logging handler that writes to a teed stream at its tee (for the run)."""
+    pointed = []
+    loggers: list[Any] = [logging.getLogger()]
+    loggers.extend(logging.Logger.manager.loggerDict.values())
+    seen: set[int] = set()
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if id(handler) in seen or not isinstance(handler, logging.StreamHandler):
+                continue
+            seen.add(id(handler))
+            stream = handler.__dict__.get("stream")  # lastResort's is a property: sys.stderr already
+            tee = tees.get(id(stream))
+            if tee is not None:
+                handler.setStream(tee)
+                pointed.append((handler, stream, tee))
+    return pointed
 
 
 def replay(events: list[OutputEvent], shell: Any) -> None:
@@ -117,8 +150,33 @@ def replay(events: list[OutputEvent], shell: Any) -> None:
             sys.stderr.write(event[1])
         elif kind == "display":
             _, data, metadata, transient, update = event
+            data = _without_dead_widget(data)
             shell.display_pub.publish(data, metadata=metadata, transient=transient, update=update)
         elif kind == "clear":
             shell.display_pub.clear_output(wait=event[1])
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _without_dead_widget(data: dict[str, Any]) -> dict[str, Any]:
+    """A widget view whose model this kernel does not have: its text form instead."""
+    view = data.get(_WIDGET_VIEW)
+    if not isinstance(view, dict) or _widget_alive(view.get("model_id")):
+        return data
+    shown = {k: v for k, v in data.items() if k != _WIDGET_VIEW}
+    text = shown.get("text/plain") or "a widget"
+    shown["text/plain"] = f"{text} (widget from the cached run; not live in this kernel)"
+    return shown
+
+
+def _widget_alive(model_id: Any) -> bool:
+    module = sys.modules.get("ipywidgets.widgets.widget")
+    if module is None or not isinstance(model_id, str):
+        return False  # no widget was ever made in this kernel
+    instances = getattr(module, "_instances", None)
+    if instances is None:  # ipywidgets 7
+        instances = getattr(getattr(module, "Widget", None), "widgets", {})
+    return model_id in instances

@@ -1,24 +1,33 @@
 """Running a cached cell for real: exec in the user namespace, what it bound, the user's traceback.
 
 The magics decide *whether* a cell runs (the engine does); this module runs it the way
-IPython would — live output, last expression's value, line numbers of the cell itself —
-and works out what it produced: the names it bound, the names it deleted, and the inputs
-it changed in place. The shell is passed in (anything with IPython's ``compile`` and
-``user_ns``); IPython itself is not imported.
+IPython would — live output, last expression's value, line numbers and number (``In[10]``)
+of the cell itself — and works out what it produced: the names it bound (also dynamically:
+``exec``, ``%run``, a helper's ``global``), the names it deleted, the inputs it changed in
+place, and its other effects on the kernel (``_effects``). A failure's traceback renders
+from the cell's own first line, without the ``run_cell_magic`` wrapper frame. The shell is
+passed in (anything with IPython's ``compile`` and ``user_ns``); IPython is not imported.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import re
 import sys
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from ._capture import CellResult, OutputRecorder
+from ._effects import EffectRecorder, namespace_changes
 from ._errors import CacheError
 from ._hashing import MISSING
+
+# IPython's own bookkeeping in the namespace (_i, _ii, _i7, _, __, _7, In, Out, ...): never results.
+_BOOKKEEPING = re.compile(r"_i*|_i\d+|_+|_\d+|_(oh|ih|dh|sh)|In|Out|get_ipython|exit|quit")
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,25 @@ class UserCodeError(Exception):
             tb = tb.tb_next
         return tb or self.error.__traceback__
 
+    def render_with(self, shell: Any) -> None:
+        """Make IPython show the error from the cell's own code on.
+
+        Re-raised from the magic, the error passes the frames above it on the way out, and
+        IPython would show the first: ``get_ipython().run_cell_magic(...)``, the line that
+        called the magic. IPython asks an exception for ``_render_traceback_`` first (that is
+        how ipyparallel shows remote errors): this one renders the user's traceback alone.
+        """
+        error, formatter = self.error, getattr(shell, "InteractiveTB", None)
+        if formatter is None or hasattr(type(error), "_render_traceback_"):
+            return
+        user_tb = self.user_traceback()
+
+        def render() -> list[str]:
+            return list(formatter.structured_traceback(type(error), error, user_tb, tb_offset=0))
+
+        with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__
+            error._render_traceback_ = render  # type: ignore[attr-defined]
+
 
 def run_cell(
     shell: Any,
@@ -64,19 +92,23 @@ def run_cell(
     tree = shell.transform_ast(shell.compile.ast_parse(cell.source))  # fresh: edited below
     # One line up, so line numbers in tracebacks match the cell (its first line is %%magic).
     ast.increment_lineno(tree, 1)
-    filename = shell.compile.cache("\n" + cell.source, shell.execution_count)
+    filename = shell.compile.cache("\n" + cell.source, cell_number(shell))
     last: ast.expr | None = None
     body = list(tree.body)
     if body and isinstance(body[-1], ast.Expr):
         last = body.pop().value
     value = None
+    everything = dict(namespace)  # names bound dynamically (exec, %run) are found by the diff
+    effects = EffectRecorder(namespace, getattr(shell, "user_ns_hidden", None))
     with OutputRecorder(shell) as recorder:
         try:
             exec(shell.compile(ast.Module(body, type_ignores=[]), filename, "exec"), namespace)
             if last is not None:
                 value = eval(shell.compile(ast.Expression(last), filename, "eval"), namespace)
         except BaseException as exc:  # the user's error, even KeyboardInterrupt: pass it on
-            raise UserCodeError(exc, filename) from None
+            failure = UserCodeError(exc, filename)
+            failure.render_with(shell)
+            raise failure from None
         _flush_inline_figures()
     if cell.explicit:
         missing = [n for n in cell.outputs if n not in namespace]
@@ -93,10 +125,43 @@ def run_cell(
             if n in namespace and (n in cell.definite or namespace[n] is not before[n])
         }
     deleted = tuple(n for n in cell.outputs if before.get(n, MISSING) is not MISSING and n not in namespace)
+    if not cell.explicit:
+        dynamic, gone = namespace_changes(everything, namespace, _skipped(shell, cell.outputs))
+        bindings.update(dynamic)
+        deleted += gone
     current = {n: namespace[n] for n in inputs if n in namespace and n not in bindings}
-    for name in changed_inputs(current):
+    changed = [n for n in changed_inputs(current) if not isinstance(current[n], (type, types.ModuleType))]
+    for name in changed:  # classes and modules changed in place are attribute effects instead
         bindings[name] = current[name]
-    return CellResult(bindings, deleted, value, recorder.events)
+    # `a += 1` on an array rebinds `a` to the object it held: a hit changes that object too
+    changed.extend(n for n, v in bindings.items() if n not in changed and inputs.get(n, MISSING) is v
+                   and _mutable(v))  # fmt: skip
+    result = CellResult(bindings, deleted, value, recorder.events, changed=tuple(changed))
+    kernel = effects.finish()
+    if kernel:
+        result.effects = kernel
+    return result
+
+
+def _mutable(value: Any) -> bool:
+    return not isinstance(value, (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range,
+                                  type, types.ModuleType, types.FunctionType))  # fmt: skip
+
+
+def _skipped(shell: Any, outputs: tuple[str, ...]) -> frozenset[str]:
+    """Names the namespace diff leaves out: the analysed outputs, IPython's own, dunders."""
+    hidden = getattr(shell, "user_ns_hidden", {})
+    namespace = shell.user_ns
+    own = {n for n in namespace if _BOOKKEEPING.fullmatch(n) or (n.startswith("__") and n.endswith("__"))}
+    own.update(n for n in hidden if n in namespace and namespace[n] is hidden[n])
+    return frozenset(own) | frozenset(outputs)
+
+
+def cell_number(shell: Any) -> int:
+    """The running cell's own number: IPython 9 counts the next cell's before running this one."""
+    running = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    count = getattr(running, "execution_count", None)
+    return count if isinstance(count, int) else int(shell.execution_count)
 
 
 def has_top_level_await(tree: ast.Module) -> bool:

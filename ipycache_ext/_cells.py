@@ -22,6 +22,7 @@ from ._cellrun import CellCode, has_top_level_await, run_cell
 from ._deps import dynamic_reads
 from ._engine import CacheEngine, Outcome, Plan, Request, changed_inputs, unhashable_input
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
+from ._fidelity import serve, unreproducible
 from ._hashing import MISSING, Unhashable, combine
 from ._report import PREFIX, hit_line
 from ._serialize import SerializedValue, serialize
@@ -65,6 +66,7 @@ class CachedCells:
         self.engine = engine
         self._prepared: OrderedDict[tuple[str, str, str], PreparedCell] = OrderedDict()
         self._last_after: dict[tuple[str, str], str] = {}  # (origin, input) -> digest after its last run
+        self._refused: set[str] = set()  # cells whose hits can't be reproduced, said once each
 
     # ------------------------------------------------------------------ preparing
     def prepare(self, kind: Kind, line: str, cell: str, options: CellOptions) -> PreparedCell:
@@ -140,19 +142,36 @@ class CachedCells:
             request, plan, compute, refresh=options.refresh, on_miss=on_miss, copy_computed=False,
             prepare=_keep_resource if kind == "resource" else _serialize_result,
         )  # fmt: skip
-        if not outcome.computed:
-            self._serve(outcome, quiet=options.quiet, show_hit_line=show_hit_line)
+        served = outcome.computed or self._serve(outcome, quiet=options.quiet, show_hit_line=show_hit_line)
+        if not served:
+            outcome = self.engine.fetch(  # it can't reproduce what the cell did: run it (said once)
+                request, plan, compute, refresh=True, copy_computed=False,
+                prepare=_keep_resource if kind == "resource" else _serialize_result,
+            )  # fmt: skip
         return outcome
 
-    def _serve(self, outcome: Outcome, *, quiet: bool, show_hit_line: bool) -> None:
+    def _serve(self, outcome: Outcome, *, quiet: bool, show_hit_line: bool) -> bool:
+        """Leave the namespace and the kernel as the cell's run did; False: this hit can't.
+
+        See ``_fidelity.serve``: functions and classes rehomed into the namespace, inputs
+        changed in place replayed onto the namespace's objects, module and class attributes
+        set again. When an effect can't be reproduced, nothing is bound: that is said once
+        (per entry) and the caller runs the cell instead.
+        """
         result: CellResult = outcome.value
-        namespace = self.shell.user_ns
-        namespace.update(result.bindings)
-        for name in result.deleted:
-            namespace.pop(name, None)
+        problems = unreproducible(result, self.shell.user_ns)
+        if problems:
+            said = outcome.entry.group if outcome.entry is not None else outcome.key  # once per cell
+            if said not in self._refused:
+                self._refused.add(said)
+                print(f"{PREFIX} not served from the cache, running the cell: a hit can't reproduce "
+                      + "; ".join(problems))  # fmt: skip
+            return False
+        serve(result, self.shell.user_ns, outcome.stored)
         if show_hit_line and not quiet and outcome.entry is not None:
             print(hit_line(outcome.entry))
         replay(result.outputs, self.shell)
+        return True
 
     def _changed(self, request: Request, plan: Plan, values: Mapping[str, Any]) -> list[str]:
         """The inputs the cell changed in place; say once when that means it can never hit."""

@@ -1,0 +1,85 @@
+"""A cached cell's hit, applied to the namespace so it ends as after a real run.
+
+Order matters: functions and classes first (``_rehome``: globals are the namespace, classes
+already held are reused), then inputs the cell changed in place (``_replay.transplant`` into
+the namespace's own objects, every reference to the loaded copy re-pointed to them; where
+that can't be done every alias of the old object is rebound to the copy), then the names
+are bound and deleted, then the kernel effects (module and class attributes, working
+directory, environment, ``sys.path``) are applied. Nothing here imports IPython.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import MutableMapping
+from typing import Any
+
+from ._capture import CellResult
+from ._effects import KernelEffects
+from ._rehome import Rehome, carries_code
+from ._replay import transplant
+from ._serialize import SerializedValue
+
+__all__ = ["serve", "unreproducible"]
+
+_SHARED_ATOMS = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
+
+
+def unreproducible(result: CellResult, namespace: MutableMapping[str, Any]) -> list[str]:
+    """What a hit of ``result`` can't do here (empty: it can do everything the run did)."""
+    effects = getattr(result, "effects", None)
+    return effects.problems(namespace) if isinstance(effects, KernelEffects) else []
+
+
+def serve(result: CellResult, namespace: MutableMapping[str, Any], stored: Any) -> None:
+    """Bind ``result`` into ``namespace`` and apply its effects, as the run left them.
+
+    ``stored`` is what the store keeps: a pickle for data (``result`` is a fresh copy, ours
+    to change), the result itself for a resource (the very objects: nothing is rebuilt).
+    """
+    bindings = result.bindings
+    effects = getattr(result, "effects", None)
+    if isinstance(stored, SerializedValue):
+        if carries_code(stored.meta):
+            _rehome(result, Rehome(namespace))
+            effects = getattr(result, "effects", None)
+        replace = _replay_changes(result, namespace)
+        if replace:
+            _rehome(result, Rehome(namespace, replace, code=False))
+            effects = getattr(result, "effects", None)
+        bindings = result.bindings
+    namespace.update(bindings)
+    for name in result.deleted:
+        namespace.pop(name, None)
+    if isinstance(effects, KernelEffects):
+        effects.apply(namespace)
+
+
+def _rehome(result: CellResult, walk: Rehome) -> None:
+    walk.fix(result.bindings)
+    result.value = walk.fix(result.value)
+    effects = getattr(result, "effects", None)
+    if isinstance(effects, KernelEffects) and effects.attributes:
+        attributes = tuple(
+            dataclasses.replace(e, value=walk.fix(e.value)) if not e.deleted else e
+            for e in effects.attributes
+        )
+        result.effects = dataclasses.replace(effects, attributes=attributes)
+
+
+def _replay_changes(result: CellResult, namespace: MutableMapping[str, Any]) -> dict[int, Any]:
+    """Transplant each changed input into the namespace's object; the ids now stood for."""
+    replace: dict[int, Any] = {}
+    for name in getattr(result, "changed", ()):
+        if name not in result.bindings or name not in namespace:
+            continue
+        target, state = namespace[name], result.bindings[name]
+        if transplant(target, state):
+            replace[id(state)] = target
+            continue
+        if isinstance(target, _SHARED_ATOMS):
+            continue  # immutable: never changed in place, and equal ones are shared objects
+        for alias, value in list(namespace.items()):  # can't be changed in place: every alias moves
+            if value is target and alias not in result.bindings:
+                result.bindings[alias] = state
+    return replace
