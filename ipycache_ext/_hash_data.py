@@ -100,6 +100,54 @@ def walk_data(w: Walker, value: Any) -> bool:
     return pa is not None and _arrow(w, pa, value)
 
 
+# ------------------------------------------------------------------ library objects
+# Attributes that are not content: back-links keyed by id() (they differ in every process
+# and between two equal figures); the artists they point to are reached from the figure.
+_VOLATILE = {
+    "matplotlib.transforms.TransformNode": frozenset({"_parents", "_inverted"}),
+    # pyplot's figure number and whether pyplot still holds it: which window, not what's drawn
+    "matplotlib.figure.Figure": frozenset({"_number", "_restore_to_pylab"}),
+}
+
+
+def volatile_attributes(cls: type) -> frozenset[str]:
+    found: frozenset[str] = frozenset()
+    for klass in cls.__mro__:
+        names = _VOLATILE.get(f"{klass.__module__}.{klass.__qualname__}")
+        if names:
+            found |= names
+    return found
+
+
+def library_stand_in(value: Any) -> Any:
+    """What to hash instead of an object whose pickled state is not its content, or None.
+
+    matplotlib's CallbackRegistry advances a counter each time it is pickled, and its
+    callback ids count every connection ever made: its content is the picklable callbacks.
+    """
+    figure_module = sys.modules.get("matplotlib.figure")
+    if figure_module is not None and isinstance(value, figure_module.Figure) and value.stale:
+        # Drawing fills caches (text layout, ticks, transforms), and the inline backend draws
+        # every figure its cell made: hash figures as drawn, so drawn or not is one key.
+        # Nothing is rendered to pixels, and drawing again leaves the same state.
+        value.draw_without_rendering()
+    transforms = sys.modules.get("matplotlib.transforms")
+    if transforms is not None and isinstance(value, transforms.TransformNode) and value._invalid:
+        # A transform or box caches its matrix or points until asked: ask, so the cache
+        # holds what it would compute now, whatever was drawn before.
+        refresh = getattr(value, "get_matrix", None) or getattr(value, "get_points", None)
+        if refresh is not None:
+            refresh()
+    cbook = sys.modules.get("matplotlib.cbook")
+    if cbook is not None and isinstance(value, cbook.CallbackRegistry):
+        kept = value._pickled_cids
+        return {
+            signal: [proxy() for cid, proxy in sorted(callbacks.items()) if cid in kept]
+            for signal, callbacks in sorted(value.callbacks.items())
+        }
+    return None
+
+
 # ------------------------------------------------------------------ numpy
 def ndarray(w: Walker, array: Any) -> None:
     """dtype, shape, memory order (C or Fortran: ``ravel(order="K")``, ``tobytes("A")`` and

@@ -43,12 +43,11 @@ from ._hash_code import (
     cached_property_names,
     global_names,
     import_target,
-    is_code_bearing,
     module_is_library,
     module_version,
     walk_code,
 )
-from ._hash_data import feed_blob, walk_data
+from ._hash_data import feed_blob, library_stand_in, volatile_attributes, walk_data
 
 __all__ = [
     "MISSING",
@@ -150,6 +149,7 @@ def import_inputs(imports: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, A
     return {f"import {name}": import_target(name, fromlist) for name, fromlist in imports}
 
 
+_PLAIN_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 _DISPATCH: Mapping[type, Callable[[Any], Any]] = cloudpickle.cloudpickle.Pickler.dispatch_table
@@ -253,8 +253,10 @@ class Walker:
             return
         self._stack[marker] = len(self._stack)
         try:
-            if is_code_bearing(value):
-                # Functions, classes and modules recur along many paths: hash each once.
+            if type(value) not in _PLAIN_CONTAINERS:
+                # Objects recur along many paths (a helper, a module, a matplotlib transform
+                # shared by every artist): hash each once per pass, by content, as pickle
+                # writes each once. Plain containers are too many and too cheap to remember.
                 part = self.sub_digest_unstacked(value)
                 self.memo[marker] = (value, part)
                 self.h.update(part)
@@ -364,6 +366,12 @@ class Walker:
     def reduced(self, value: Any) -> None:
         """Any other object, by what pickle rebuilds it from: class, arguments and state."""
         cls = type(value)
+        stand_in = library_stand_in(value)
+        if stand_in is not None:  # pickling it would change it (a counter) or see ids
+            self.tag(b"stand_in")
+            self.walk(cls)
+            self.walk(stand_in)
+            return
         reducer = _DISPATCH.get(cls)
         try:
             parts = reducer(value) if reducer is not None else value.__reduce_ex__(5)
@@ -380,9 +388,10 @@ class Walker:
         self.walk(rebuild)
         self.walk(args)
         state = rest[0] if rest else None
-        derived = cached_property_names(cls)
+        derived = cached_property_names(cls) | volatile_attributes(cls)
         if derived and isinstance(state, dict):
-            # functools.cached_property values are derived from the rest of the state.
+            # functools.cached_property values are derived from the rest of the state, and
+            # a few libraries' back-links are keyed by id() (see volatile_attributes).
             state = {k: v for k, v in state.items() if k not in derived}
         self.walk(state)
         for extra in rest[1:3]:

@@ -316,3 +316,54 @@ def test_large_buffers_have_one_digest_whatever_the_thread_count() -> None:
     changed[PIECE] ^= 1
     assert digest(changed) != serial
     assert digest(data[:-1]) != serial
+
+
+# ---------------------------------------------------------------- matplotlib
+MATPLOTLIB_SCRIPT = """
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from ipycache_ext._hashing import digest
+fig, ax = plt.subplots()
+ax.plot([1, 2, 3], [4, 5, 6])
+ax.set_title("sales")
+print(digest(fig), digest(ax))
+"""
+
+
+def test_matplotlib_figures_and_axes_hit_when_made_again_drawn_or_not(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def make(title: str = "sales", y: int = 6) -> Any:
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [4, 5, y])
+        ax.set_title(title)
+        return fig, ax
+
+    try:
+        (fig, ax), (again, again_ax) = make(), make()
+        assert digest(fig) == digest(again) and digest(ax) == digest(again_ax)
+        before = digest(fig)
+        assert digest(fig) == before  # hashing does not change it (pickling would)
+        fig.savefig(tmp_path / "drawn.png")  # the inline backend draws every new figure
+        assert digest(fig) == before
+        assert digest(make(title="costs")[0]) != before
+        assert digest(make(y=7)[0]) != before
+        ax.set_xlim(0, 10)
+        assert digest(fig) != before
+        # and after a restart: another process, another hash seed, other ids
+        out = subprocess.run(
+            [sys.executable, "-c", MATPLOTLIB_SCRIPT],
+            env={**os.environ, "PYTHONHASHSEED": "7"},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        assert out.stdout.split() == [digest(again), digest(again_ax)]
+    finally:
+        plt.close("all")
