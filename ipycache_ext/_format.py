@@ -6,8 +6,13 @@ from collections.abc import Callable
 
 
 def format_duration(seconds: float) -> str:
-    """Short human form of a duration: ``'42s'``, ``'3m 05s'``, ``'2h 10m'``, ``'3d 4h'``."""
+    """Short human form of a duration: ``'40ms'``, ``'3.2s'``, ``'42s'``, ``'3m 05s'``, ``'2h 10m'``.
+
+    Days as ``'3d 4h'``. One form everywhere: the panel, ``%cache_info``, the hit line and the cell status.
+    """
     seconds = max(0.0, seconds)
+    if seconds < 0.1:  # "computed in 0.0s" would read as if nothing ran
+        return f"{round(seconds * 1000)}ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
     whole = int(seconds)

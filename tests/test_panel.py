@@ -92,7 +92,7 @@ def test_rows_appear_with_label_kind_names_size_age_ttl_and_hits(
         "kind": "data",
         "names": "df, n",
         "size": "2.0 KiB",
-        "age": "0.0s",
+        "age": "0ms",
         "ttl": "1m 00s",
         "hits": "0",
     }

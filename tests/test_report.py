@@ -44,7 +44,7 @@ def test_the_table_and_the_panel_use_the_same_words(store: CacheStore, clock: Fa
     namespace = {"np": types.ModuleType("numpy"), "df": object()}
     text = render_info(store, is_module=module_test(namespace))
     lines = text.splitlines()
-    assert lines[0] == "2 entries · memory 100 B of 64.0 MiB · 1 hit / 2 misses · 0.0s saved"
+    assert lines[0] == "2 entries · memory 100 B of 64.0 MiB · 1 hit / 2 misses · 0ms saved"
     assert lines[1].split() == ["key", "entry", "kind", "names", "size", "age", "TTL", "left", "hits"]
     assert "[1] a = 1" in lines[3] and " df " in lines[3] and "np" not in lines[3]  # no imported modules
     assert "1m 00s" in lines[3]

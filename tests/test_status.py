@@ -76,13 +76,13 @@ def status_for(
 def test_a_miss_a_hit_and_an_entry_that_left(store: CacheStore, clock: FakeClock) -> None:
     entry = put(store)
     miss = StatusState("k", False, entry, 0.0)
-    assert status_text(miss, clock()) == "cached · computed in 0.0s · expires in 1h 00m"
+    assert status_text(miss, clock()) == "cached · computed in 0ms · expires in 1h 00m"
     clock.advance(61)
     hit = StatusState("k", True, store.get("k"), 0.0)
     when = time.strftime("%H:%M", time.localtime(entry.created))
-    assert status_text(hit, clock()) == f"from cache · computed {when} in 0.0s · expires in 58m 59s"
+    assert status_text(hit, clock()) == f"from cache · computed {when} in 0ms · expires in 58m 59s"
     gone = StatusState("k", True, entry, 0.0, removed="expired", gone=True)
-    assert status_text(gone, clock()) == f"expired · computed {when} in 0.0s"
+    assert status_text(gone, clock()) == f"expired · computed {when} in 0ms"
     never = StatusState("k", False, None, 2.5)
     assert status_text(never, clock()).startswith("computed in 2.5s · not cached")
     assert status_text(StatusState("k", False, entry, 0.0, recomputing=True), clock()) == "recomputing…"
@@ -93,7 +93,7 @@ def test_no_ttl_no_expiry_text_and_hits_counted(store: CacheStore, clock: FakeCl
     put(store, ttl=None)
     put(store, ttl=None)
     state = StatusState("k", True, store.get("k"), 0.0)
-    assert status_text(state, clock()).endswith("in 0.0s · hit 2×")
+    assert status_text(state, clock()).endswith("in 0ms · hit 2×")
 
 
 def test_the_html_fallback_escapes_and_carries_the_css_class() -> None:
@@ -215,7 +215,7 @@ def test_recompute_runs_the_cell_and_the_status_follows_the_new_entry(
     assert calls == [1]
     assert status.output is not None
     assert "ipycache-recompute-output" in status.output._dom_classes
-    assert status.plain() == "cached · computed in 0.0s · expires in 1m 00s"
+    assert status.plain() == "cached · computed in 0ms · expires in 1m 00s"
     assert not status.button.disabled
 
 
