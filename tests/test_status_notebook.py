@@ -71,3 +71,10 @@ def test_each_cached_cell_shows_one_status_after_its_output() -> None:
     assert "from cache · computed" in children[0]["value"]
     assert children[1]["description"] == "Recompute"
     assert "ipycache-recompute" in children[1]["_dom_classes"]
+
+    # Exported without widget state (the usual case), HTML shows the status's own HTML.
+    nbconvert = pytest.importorskip("nbconvert")
+    del nb.metadata["widgets"]
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    assert 'class="ipycache-status"' in body or "class='ipycache-status'" in body
+    assert "from cache · computed" in body
