@@ -125,12 +125,18 @@ def library_stand_in(value: Any) -> Any:
     matplotlib's CallbackRegistry advances a counter each time it is pickled, and its
     callback ids count every connection ever made: its content is the picklable callbacks.
     """
-    figure_module = sys.modules.get("matplotlib.figure")
-    if figure_module is not None and isinstance(value, figure_module.Figure) and value.stale:
+    artist = sys.modules.get("matplotlib.artist")
+    if artist is not None and isinstance(value, artist.Artist):
         # Drawing fills caches (text layout, ticks, transforms), and the inline backend draws
-        # every figure its cell made: hash figures as drawn, so drawn or not is one key.
-        # Nothing is rendered to pixels, and drawing again leaves the same state.
-        value.draw_without_rendering()
+        # every figure its cell made: hash artists as drawn, so drawn or not is one key.
+        # Nothing is rendered to pixels, and drawing again leaves the same state. The
+        # figure is drawn before any of its artists is hashed, whichever is met first.
+        figure: Any = getattr(value, "figure", None)
+        while getattr(figure, "figure", figure) is not figure:  # a subfigure's root figure
+            figure = figure.figure
+        draw = getattr(figure, "draw_without_rendering", None)
+        if draw is not None and figure.stale:
+            draw()
     transforms = sys.modules.get("matplotlib.transforms")
     if transforms is not None and isinstance(value, transforms.TransformNode) and value._invalid:
         # A transform or box caches its matrix or points until asked: ask, so the cache

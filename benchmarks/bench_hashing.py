@@ -1,0 +1,88 @@
+"""Key cost of a 1 GB input: parallel piece hashing against the single-thread stream.
+
+Three ways to hash the same 1 GB numeric DataFrame, alternating round by round so load
+from other processes falls on all alike; the figures are medians:
+
+- ``stream``: what keys did before (one xxh3-128 stream over every column's buffer, one
+  thread: the old ``_blob``), the baseline;
+- ``digest, 1 thread``: today's ``digest`` with its pool limited to one thread;
+- ``digest, N threads``: today's ``digest`` as shipped (one thread per core, up to 4).
+
+Target: ``stream / digest N threads >= 1.7`` on two cores. The memory bandwidth bounds
+this: when one core already streams memory as fast as the machine delivers it, a second
+core can't add much; the benchmark also prints the same comparison on a buffer that fits
+in the cache, where only the hashing itself counts. Run it on a quiet machine::
+
+    .venv/bin/python benchmarks/bench_hashing.py [--size 1GB] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import xxhash
+
+from ipycache_ext._hash_data import set_hash_threads
+from ipycache_ext._hashing import digest
+
+
+def seconds(func: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    func()
+    return time.perf_counter() - started
+
+
+def stream(columns: list[memoryview]) -> bytes:
+    """The old framing: every buffer through one hasher, on the calling thread."""
+    h = xxhash.xxh3_128()
+    for column in columns:
+        h.update(len(column).to_bytes(8, "little"))
+        h.update(column)
+    return h.digest()
+
+
+def compare(label: str, value: object, columns: list[memoryview], rounds: int, threads: int) -> None:
+    times: dict[str, list[float]] = {"stream": [], "digest, 1 thread": [], f"digest, {threads} threads": []}
+    for _ in range(rounds):
+        times["stream"].append(seconds(lambda: stream(columns)))
+        set_hash_threads(1)
+        times["digest, 1 thread"].append(seconds(lambda: digest(value)))
+        set_hash_threads(threads)
+        times[f"digest, {threads} threads"].append(seconds(lambda: digest(value)))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians["stream"]
+    print(f"\n## {label}")
+    for name, median in medians.items():
+        print(f"{name:>20}: {median * 1000:8.1f} ms   ({base / median:4.2f}x the stream)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1GB", help="input size: 1GB, 256MB, ...")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    units = {"GB": 10**9, "MB": 10**6}
+    size = int(float(args.size[:-2]) * units[args.size[-2:].upper()])
+    threads = max(1, min(4, os.cpu_count() or 1))
+    print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}; threads: {threads}")
+
+    import pandas as pd
+
+    rng = np.random.default_rng(42)
+    frame = pd.DataFrame({name: rng.random(size // 32) for name in "abcd"})
+    columns = [memoryview(frame[name].to_numpy().view(np.uint8)) for name in "abcd"]
+    compare(f"numeric DataFrame, {size / 1e9:.2f} GB (from memory)", frame, columns, args.rounds, threads)
+
+    cached = rng.integers(0, 255, 16 * 1024 * 1024, dtype=np.uint8)  # 16 MiB: near the cache
+    label = "16 MiB buffer, repeated (cache-resident)"
+    compare(label, cached, [memoryview(cached)], args.rounds * 20, threads)
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
