@@ -319,19 +319,38 @@ class _Board:
             return list(self._active.values())
 
     def add(self, status: CellStatus) -> None:
+        store_id = id(status.store)
         with self._lock:
             if status.closed or id(status) in self._active:
                 return
-            self._active[id(status)] = status
-            self._index(status)
-            store_id = id(status.store)
-            ref, unsubscribe, count = self._stores.get(store_id, (None, None, 0))
-            if unsubscribe is None:
-                unsubscribe = status.store.subscribe(self._on_event)
-                ref = weakref.ref(status.store)
-            self._stores[store_id] = (ref, unsubscribe, count + 1)  # type: ignore[assignment]
-            if status.counts_down():
-                self._ensure_ticker()
+            if store_id in self._stores:
+                self._activate(status, None)
+                return
+        # Subscribe outside our lock: a store that calls listeners under its own lock must
+        # not meet a thread that holds ours and waits for it.
+        fresh = status.store.subscribe(self._on_event)
+        with self._lock:
+            gone = status.closed or id(status) in self._active  # closed, or added by another thread
+            extra = fresh if gone else self._activate(status, fresh)
+        if extra is not None:
+            extra()
+
+    def _activate(self, status: CellStatus, fresh: Callable[[], None] | None) -> Callable[[], None] | None:
+        """Holding the lock: count the status in; returns a subscription that turned out one too many."""
+        store_id = id(status.store)
+        self._active[id(status)] = status
+        self._index(status)
+        extra = None
+        if store_id in self._stores:
+            ref, unsubscribe, count = self._stores[store_id]
+            self._stores[store_id] = (ref, unsubscribe, count + 1)
+            extra = fresh  # another thread subscribed first
+        else:
+            assert fresh is not None
+            self._stores[store_id] = (weakref.ref(status.store), fresh, 1)
+        if status.counts_down():
+            self._ensure_ticker()
+        return extra
 
     def remove(self, status: CellStatus) -> None:
         unsubscribe = None
