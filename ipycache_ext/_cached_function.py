@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from ._async_calls import AsyncFlights
 from ._background import BackgroundRefresher
-from ._computing import Computation, Generations, Superseded, release_unused
+from ._computing import Computation, Function, Generations, Superseded, release_unused
 from ._decorator_options import DecoratorOptions
 from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
 from ._errors import UnhashableInputError
@@ -70,7 +70,9 @@ class CachedFunction(Generic[P, R]):
         self._identity = f"{getattr(func, '__module__', None)}.{qualname}"
         self._code = FunctionDigest(func, options.hash_funcs)
         self._plans: dict[Hashable, tuple[Request, Plan]] = {}
+        self._last_engine: CacheEngine | None = None  # engine_for(store) of the last call
         self._generations = Generations(decorator.generations)
+        self._miss = Function(func, options, self._name, self._generations)
         self._flights = AsyncFlights()
         self._background = (
             BackgroundRefresher(self._name, options.ttl)
@@ -156,7 +158,13 @@ class CachedFunction(Generic[P, R]):
     def _engine(self) -> CacheEngine:
         # `is None`, never `or`: a store with no entries is falsy (it has a length)
         store = self.store if self.store is not None else self._decorator.store
-        return engine_for(get_store() if store is None else store)
+        if store is None:
+            store = get_store()
+        last = self._last_engine
+        if last is not None and last.store is store:
+            return last
+        self._last_engine = engine = engine_for(store)
+        return engine
 
     def _plan(
         self, engine: CacheEngine, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -207,8 +215,7 @@ class CachedFunction(Generic[P, R]):
     # ------------------------------------------------------------------ computing
     def _computation(self, engine: CacheEngine, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any],
                      *, background: bool = False) -> Computation:  # fmt: skip
-        return Computation(self._func, self._options, self._name, self._generations, engine.store,
-                           plan.key, args, kwargs, background=background)  # fmt: skip
+        return Computation(self._miss, engine.store, plan.key, args, kwargs, background)
 
     def _refresh(self, engine: CacheEngine, request: Request, plan: Plan, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Outcome | None:  # fmt: skip

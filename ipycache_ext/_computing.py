@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from ._decorator_options import DecoratorOptions
@@ -25,6 +26,7 @@ from ._store import CacheStore, EntryInfo
 __all__ = [
     "AwaitableResultError",
     "Computation",
+    "Function",
     "Generations",
     "Superseded",
     "enforce_max_size",
@@ -85,29 +87,53 @@ class Generations:
                 self._keys[key] = self._keys.get(key, 0) + 1
 
 
-class Computation:
-    """One miss of ``func(*args, **kwargs)`` for ``key``: ``compute`` then ``keep`` (engine's prepare)."""
+@dataclass(frozen=True)
+class Function:
+    """What every miss of one cached function shares: made once, when it is decorated."""
 
-    __slots__ = ("_args", "_background", "_func", "_generations", "_kwargs", "_name", "_options",
-                 "_store", "key", "token")  # fmt: skip
+    func: Callable[..., Any]
+    options: DecoratorOptions
+    name: str
+    generations: Generations
+
+
+class Computation:
+    """One miss of ``func(*args, **kwargs)`` for ``key``: ``compute`` then ``keep`` (engine's prepare).
+
+    Made on every call, hits included (the engine takes ``compute``/``keep`` up front), so
+    it only stores its arguments.
+    """
+
+    __slots__ = ("_args", "_background", "_function", "_kwargs", "_store", "key", "token")
 
     def __init__(  # noqa: PLR0917
         self,
-        func: Callable[..., Any],
-        options: DecoratorOptions,
-        name: str,
-        generations: Generations,
+        function: Function,
         store: CacheStore,
         key: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         background: bool = False,
     ) -> None:
-        self._func, self._options, self._name, self._generations = func, options, name, generations
-        self._store, self.key, self._args, self._kwargs = store, key, args, kwargs
+        self._function, self._store, self.key, self._args, self._kwargs = function, store, key, args, kwargs
         self._background = background
         self.token: Token | None = None
+
+    @property
+    def _func(self) -> Callable[..., Any]:
+        return self._function.func
+
+    @property
+    def _options(self) -> DecoratorOptions:
+        return self._function.options
+
+    @property
+    def _name(self) -> str:
+        return self._function.name
+
+    @property
+    def _generations(self) -> Generations:
+        return self._function.generations
 
     @property
     def decorator(self) -> str:
