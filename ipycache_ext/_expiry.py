@@ -1,93 +1,90 @@
-"""When entries fall due: an indexed min-heap of expiry times, and the thread that waits for them.
+"""When entries fall due: a heap of expiry times, and the thread that waits for them.
 
-The heap answers "what is due now?" in O(log n) per due entry and forgets a removed entry
-in O(log n), so nothing ever scans all entries to find the expired ones: with 100k
-entries falling due, each is popped once, and an operation that finds nothing due pays
-one comparison.
+The heap answers "what is due now?" in O(log n) per due entry (``heapq``, in C), and a
+removed entry is forgotten in O(1) (its heap item goes stale and is skipped when it comes
+up; stale items are swept out once they outnumber the live ones, amortized O(1)). Nothing
+ever scans all entries to find the expired ones: with 100k entries falling due, each is
+popped once, and an operation that finds nothing due pays one comparison.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable
 
 
 class ExpiryQueue:
-    """Keys ordered by expiry time; one position per key (pushing a key again moves it)."""
+    """Keys ordered by expiry time; one live position per key (pushing a key again moves it)."""
+
+    _SWEEP_AFTER = 1024  # stale items tolerated before a sweep is considered
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, str]] = []
-        self._where: dict[str, int] = {}  # key -> its index in _heap
+        self._heap: list[tuple[float, int, str]] = []  # (expires, serial, key)
+        self._live: dict[str, int] = {}  # key -> serial of its live heap item
+        self._serials = itertools.count()
+        self._stale = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._live)
 
     def earliest(self) -> float | None:
         """The first expiry time, or None when no entry expires."""
+        self._drop_stale_head()
         return self._heap[0][0] if self._heap else None
 
+    def any_due(self, now: float) -> bool:
+        """A quick look: False means nothing is due (True may be a stale item, checked on pop)."""
+        return bool(self._heap) and self._heap[0][0] <= now
+
     def push(self, key: str, expires: float) -> None:
-        if key in self._where:
-            self.discard(key)
-        self._heap.append((expires, key))
-        self._where[key] = len(self._heap) - 1
-        self._up(len(self._heap) - 1)
+        if key in self._live:
+            self._stale += 1
+        serial = next(self._serials)
+        self._live[key] = serial
+        heapq.heappush(self._heap, (expires, serial, key))
 
     def discard(self, key: str) -> None:
-        index = self._where.pop(key, None)
-        if index is None:
-            return
-        last = self._heap.pop()
-        if index < len(self._heap):
-            self._heap[index] = last
-            self._where[last[1]] = index
-            self._down(self._up(index))
+        if self._live.pop(key, None) is not None:
+            self._stale += 1
+            if self._stale > self._SWEEP_AFTER and self._stale > len(self._live):
+                self._sweep()
 
     def pop_due(self, now: float, limit: int | None = None) -> list[str]:
         """Keys whose expiry is ``<= now``, earliest first (at most ``limit`` of them)."""
         due: list[str] = []
-        while self._heap and self._heap[0][0] <= now and (limit is None or len(due) < limit):
-            key = self._heap[0][1]
-            self.discard(key)
-            due.append(key)
+        heap, live = self._heap, self._live
+        while heap and (limit is None or len(due) < limit):
+            expires, serial, key = heap[0]
+            if live.get(key) != serial:
+                heapq.heappop(heap)
+                self._stale -= 1
+            elif expires <= now:
+                heapq.heappop(heap)
+                del live[key]
+                due.append(key)
+            else:
+                break
         return due
 
     def clear(self) -> None:
         self._heap.clear()
-        self._where.clear()
+        self._live.clear()
+        self._stale = 0
 
-    def _up(self, index: int) -> int:
-        heap, where = self._heap, self._where
-        item = heap[index]
-        while index > 0:
-            parent = (index - 1) // 2
-            if heap[parent] <= item:
-                break
-            heap[index] = heap[parent]
-            where[heap[index][1]] = index
-            index = parent
-        heap[index] = item
-        where[item[1]] = index
-        return index
+    def _drop_stale_head(self) -> None:
+        heap, live = self._heap, self._live
+        while heap and live.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+            self._stale -= 1
 
-    def _down(self, index: int) -> None:
-        heap, where = self._heap, self._where
-        size = len(heap)
-        item = heap[index]
-        while True:
-            child = 2 * index + 1
-            if child >= size:
-                break
-            if child + 1 < size and heap[child + 1] < heap[child]:
-                child += 1
-            if item <= heap[child]:
-                break
-            heap[index] = heap[child]
-            where[heap[index][1]] = index
-            index = child
-        heap[index] = item
-        where[item[1]] = index
+    def _sweep(self) -> None:
+        live = self._live
+        self._heap = [item for item in self._heap if live.get(item[2]) == item[1]]
+        heapq.heapify(self._heap)
+        self._stale = 0
 
 
 class ExpiryThread:

@@ -273,33 +273,26 @@ class CacheStore:
             raise ValueError(f"persist must be False, True, 'disk' or 'team', not {persist!r}")
         if where is not None and kind != "data":
             raise ValueError("only data entries can be persisted: resources are kept as they are")
-        request = _Request(
-            kind=kind,
-            label=label,
-            names=tuple(names),
-            group=key if group is None else group,
-            ttl=ttl,
-            max_entries=max_entries,
-            on_release=on_release,
-            miss_reason=miss_reason,
-            dependencies=dependencies,
-            inputs=dict(inputs or {}),
-            where=where if self._tier is not None else None,
-            refresh=refresh,
-        )
         while True:
             removed: Removed = []
             hit: Entry | None = None
+            looked: Lookup | None = None
             flight: Flight | None = None
             owner = False
             with self._lock:
                 self._purge_lazily(removed)
                 entry = self._live(key, removed)
-                if entry is not None and not refresh:
-                    hit = entry
-                else:
+                if entry is None or refresh:
                     flight, owner = self._flights.join(key)
-            self._after(removed)
+                elif validate is None:
+                    looked = self._hit_locked(entry)  # the common case: one turn of the lock
+                else:
+                    hit = entry  # validate runs outside the lock (user code), then the hit counts
+            if removed:
+                self._after(removed)
+            if looked is not None:
+                self._subscribers.emit(StoreEvent("hit", key, entry.kind))  # type: ignore[union-attr]
+                return looked
 
             if hit is not None:
                 if validate is not None and not self._still_valid(hit, validate):
@@ -315,6 +308,20 @@ class CacheStore:
                     if shared is not None:
                         return shared
                 return Lookup(lookup.value, False, lookup.entry)
+            request = _Request(  # built on a miss only: hits stay cheap
+                kind=kind,
+                label=label,
+                names=tuple(names),
+                group=key if group is None else group,
+                ttl=ttl,
+                max_entries=max_entries,
+                on_release=on_release,
+                miss_reason=miss_reason,
+                dependencies=dependencies,
+                inputs=dict(inputs or {}),
+                where=where if self._tier is not None else None,
+                refresh=refresh,
+            )
             return self._fly(key, create, flight, request)
 
     def _fly(self, key: str, create: Callable[[], tuple[Any, int | None]], flight: Flight | None,
@@ -495,15 +502,20 @@ class CacheStore:
                 lookup, kind = None, None
             else:
                 kind = entry.kind
-                entry.hits += 1
-                entry.last_used = self._timer()
-                self._table.touch(entry)
-                self._counters.hit(entry.compute_seconds)
-                lookup = Lookup(entry.value, True, entry.snapshot())
+                lookup = self._hit_locked(entry)
         self._after(removed)
         if kind is not None:
             self._subscribers.emit(StoreEvent("hit", key, kind))
         return lookup
+
+    def _hit_locked(self, entry: Entry) -> Lookup:
+        entry.hits += 1
+        entry.last_used = self._timer()
+        self._table.touch(entry)
+        counters = self._counters
+        counters.hits += 1
+        counters.time_saved += entry.compute_seconds
+        return Lookup(entry.value, True, entry.snapshot())
 
     # ----------------------------------------------------------------- removing
     def delete(self, key: str) -> bool:
@@ -590,7 +602,9 @@ class CacheStore:
         pieces, so a hit never pays for thousands of other entries falling due at once.
         """
         self._operations += 1
-        self._table.expire_due(self._timer(), removed, None if self._expiry is None else LAZY_EXPIRY)
+        now = self._timer()
+        if self._table.expiry.any_due(now):  # one comparison when nothing is due
+            self._table.expire_due(now, removed, None if self._expiry is None else LAZY_EXPIRY)
 
     def _after(self, removed: Removed) -> None:
         """Release and announce removed entries, outside the lock (hooks are user code).

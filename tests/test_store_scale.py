@@ -87,20 +87,31 @@ def test_falling_due_costs_the_due_entries_only(clock: FakeClock, monkeypatch: p
     )
 )
 def test_the_expiry_heap_agrees_with_a_sorted_model(steps: list[tuple[str, int, int]]) -> None:
+    """Earliest first; ties in the order they were pushed."""
     queue, model = ExpiryQueue(), {}
-    for action, key_number, time in steps:
+    for order, (action, key_number, time) in enumerate(steps):
         key = f"k{key_number}"
         if action == "push":
             queue.push(key, float(time))
-            model[key] = float(time)
+            model[key] = (float(time), order)
         elif action == "discard":
             queue.discard(key)
             model.pop(key, None)
         else:
             due = queue.pop_due(float(time), limit=3)
-            expected = sorted((t, k) for k, t in model.items() if t <= time)[:3]
-            assert due == [k for _, k in expected]
+            expected = sorted((t, o, k) for k, (t, o) in model.items() if t <= time)[:3]
+            assert due == [k for _, _, k in expected]
             for key_due in due:
                 del model[key_due]
         assert len(queue) == len(model)
-        assert queue.earliest() == (min(model.values()) if model else None)
+        assert queue.earliest() == (min(t for t, _ in model.values()) if model else None)
+
+
+def test_the_expiry_heap_sweeps_stale_items() -> None:
+    queue = ExpiryQueue()
+    for i in range(5_000):
+        queue.push(f"k{i}", float(i))
+    for i in range(4_990):
+        queue.discard(f"k{i}")
+    assert len(queue) == 10 and len(queue._heap) < 2_000  # swept, not left to pile up
+    assert queue.pop_due(10_000.0) == [f"k{i}" for i in range(4_990, 5_000)]
