@@ -6,7 +6,10 @@ frozen) *and* be kept, so the recorder tees rather than captures: ``sys.stdout``
 forwarding everything and keeping an ordered list of events. Logging handlers configured
 before the cell hold the real streams, not ``sys.stdout`` as it is during the run: those
 writing to the real stdout/stderr are pointed at the tees for the run too, so log lines
-are replayed in order with the rest. A replayed widget view whose model is not alive in
+are replayed in order with the rest. Output written straight to file descriptors 1 and 2
+(``os.system``, C extensions) is recorded where the kernel forwards it: ipykernel reads
+those descriptors on a watcher thread and writes what it reads into its stream objects,
+so for the run that thread's writes are recorded too. A replayed widget view whose model is not alive in
 this kernel (after a restart, or closed) is shown in its text form, not as a broken widget.
 Nothing here imports IPython: the shell is any object with a ``display_pub`` that has
 ``publish`` and ``clear_output``.
@@ -14,9 +17,12 @@ Nothing here imports IPython: the shell is any object with a ``display_pub`` tha
 
 from __future__ import annotations
 
+import array
+import ctypes
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TextIO
@@ -97,6 +103,7 @@ class OutputRecorder:
         self.events: list[OutputEvent] = []
         self._saved: tuple[Any, Any, Any] | None = None
         self._handlers: list[tuple[logging.StreamHandler[Any], Any, _Tee]] = []
+        self._forwarded: list[_FdForward] = []
 
     def __enter__(self) -> OutputRecorder:
         with self._lock:
@@ -105,6 +112,11 @@ class OutputRecorder:
             err = sys.stderr = _Tee(sys.stderr, "stderr", self.events)
             self._shell.display_pub = _TeePublisher(self._shell.display_pub, self.events)
             self._handlers = _point_handlers({id(self._saved[0]): out, id(self._saved[1]): err})
+            self._forwarded = [
+                _FdForward(stream, name, self.events)
+                for stream, name in ((self._saved[0], "stdout"), (self._saved[1], "stderr"))
+                if _FdForward.applies(stream)
+            ]
         return self
 
     def __exit__(
@@ -114,11 +126,79 @@ class OutputRecorder:
         tb: TracebackType | None,
     ) -> None:
         assert self._saved is not None
+        if self._forwarded:
+            _drain([f.pipe for f in self._forwarded])
         with self._lock:
+            for forward in self._forwarded:
+                forward.stop()
             sys.stdout, sys.stderr, self._shell.display_pub = self._saved
             for handler, stream, tee in self._handlers:
                 if handler.stream is tee:  # not re-pointed by the cell itself meanwhile
                     handler.setStream(stream)
+
+
+class _FdForward:
+    """Records what ipykernel's watcher thread forwards from a file descriptor into ``stream``.
+
+    Only the watcher thread's writes are recorded here: everything else written to the
+    stream came through ``sys.stdout``/``sys.stderr``, whose tees record it already.
+    """
+
+    def __init__(self, stream: Any, name: str, events: list[OutputEvent]) -> None:
+        self.stream = stream
+        self.pipe: int = stream._fid
+        watcher = stream.watch_fd_thread
+        original = stream.write
+
+        def write(text: str) -> Any:
+            if text and threading.current_thread() is watcher:
+                events.append((name, text))
+            return original(text)
+
+        stream.write = write
+
+    @staticmethod
+    def applies(stream: Any) -> bool:
+        watcher = getattr(stream, "watch_fd_thread", None)
+        return (
+            isinstance(getattr(stream, "_fid", None), int)
+            and isinstance(watcher, threading.Thread)
+            and watcher.is_alive()
+            and hasattr(stream, "__dict__")
+        )
+
+    def stop(self) -> None:
+        self.stream.__dict__.pop("write", None)
+
+
+def _drain(pipes: list[int], timeout: float = 1.0) -> None:
+    """Wait (briefly) until the watcher thread has read what the run wrote to the descriptors."""
+    libc = _libc()
+    if libc is not None:
+        libc.fflush(None)  # C-level stdio buffers of this process (a C extension's printf)
+    deadline = time.monotonic() + timeout
+    while any(_pending(p) for p in pipes) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.002)  # the last chunk read, on its way into write()
+
+
+def _pending(pipe: int) -> int:
+    try:
+        import fcntl
+        import termios
+
+        buffer = array.array("i", [0])
+        fcntl.ioctl(pipe, termios.FIONREAD, buffer, True)
+        return buffer[0]
+    except (ImportError, OSError):  # not a POSIX pipe: nothing to wait for
+        return 0
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None)
+    except (OSError, TypeError):  # no C library to flush (Windows takes no None)
+        return None
 
 
 def _point_handlers(tees: dict[int, _Tee]) -> list[tuple[logging.StreamHandler[Any], Any, _Tee]]:

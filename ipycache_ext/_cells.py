@@ -156,7 +156,7 @@ class CachedCells:
         See ``_fidelity.serve``: functions and classes rehomed into the namespace, inputs
         changed in place replayed onto the namespace's objects, module and class attributes
         set again. When an effect can't be reproduced, nothing is bound: that is said once
-        (per entry) and the caller runs the cell instead.
+        (per cell) and the caller runs the cell instead.
         """
         result: CellResult = outcome.value
         problems = unreproducible(result, self.shell.user_ns)

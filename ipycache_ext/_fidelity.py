@@ -11,6 +11,7 @@ directory, environment, ``sys.path``) are applied. Nothing here imports IPython.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -40,7 +41,7 @@ def serve(result: CellResult, namespace: MutableMapping[str, Any], stored: Any) 
     bindings = result.bindings
     effects = getattr(result, "effects", None)
     if isinstance(stored, SerializedValue):
-        if carries_code(stored.meta):
+        if _carries_code(stored):
             _rehome(result, Rehome(namespace))
             effects = getattr(result, "effects", None)
         replace = _replay_changes(result, namespace)
@@ -53,6 +54,17 @@ def serve(result: CellResult, namespace: MutableMapping[str, Any], stored: Any) 
         namespace.pop(name, None)
     if isinstance(effects, KernelEffects):
         effects.apply(namespace)
+
+
+_scanned: weakref.WeakKeyDictionary[SerializedValue, bool] = weakref.WeakKeyDictionary()
+
+
+def _carries_code(stored: SerializedValue) -> bool:
+    """Scanning a 100 MB pickle takes ~70 ms: once per stored value, not on every hit."""
+    known = _scanned.get(stored)
+    if known is None:
+        known = _scanned[stored] = carries_code(stored.meta)
+    return known
 
 
 def _rehome(result: CellResult, walk: Rehome) -> None:
