@@ -5,7 +5,7 @@ Configured outside the notebook (``ipython_config.py`` traits, or the environmen
 - ``IPYCACHE_EXT_TEAM_STORE``: ``redis://host:6379/0`` or ``file:///srv/team-cache``
 - ``IPYCACHE_EXT_TEAM_NAMESPACE``: one per team or project (default ``default``)
 - ``IPYCACHE_EXT_TEAM_TRUSTED_KEYS``: public keys (``[name] ed25519:...``) or files of them,
-  separated by ``os.pathsep``
+  separated by ``;`` or newlines
 - ``IPYCACHE_EXT_TEAM_KEY``: this user's private key file (default
   ``~/.config/ipycache_ext/team_ed25519.pem``, made on first use)
 
@@ -61,7 +61,8 @@ def team_settings(
         return None
     keys = tuple(trusted_keys or ())
     if not keys and environ.get(ENV_TEAM_TRUSTED_KEYS):
-        keys = tuple(item for item in environ[ENV_TEAM_TRUSTED_KEYS].split(os.pathsep) if item)
+        text = environ[ENV_TEAM_TRUSTED_KEYS].replace("\n", ";")
+        keys = tuple(item.strip() for item in text.split(";") if item.strip())
     return TeamSettings(
         url=url,
         namespace=namespace or environ.get(ENV_TEAM_NAMESPACE) or "default",
