@@ -13,6 +13,10 @@ Measured at 10, 10k and 100k entries, each against the 10-entry figure of the sa
     .venv/bin/python benchmarks/bench_store.py --sizes 10 10000 # a quicker run
 
 Target: every figure at 100k within 2x of the one at 10 ("flat").
+
+It also measures the memory honesty of issue 15: a hit of a 477 MB entry (ten arrays),
+one 47.7 MB array kept, the entry cleared: how much of the memory file stays allocated
+and what ``stats().held_by_live_results`` says (``--entry-mb 0`` skips it).
 """
 
 from __future__ import annotations
@@ -124,6 +128,45 @@ def hits_while_expiring(entries: int, min_seconds: float) -> tuple[list[float], 
     return times, took
 
 
+def kept_slice_memory(entry_mb: int) -> None:
+    """Allocated bytes of an entry's memory file after a clear, with one of its arrays kept."""
+    import os
+
+    import numpy as np
+
+    from ipycache_ext._serialize import serialize
+
+    store = CacheStore(memory_budget=10**12)
+    column = entry_mb * 1_000_000 // 10 // 8
+    value = serialize({f"c{i}": np.full(column, i, dtype=np.float64) for i in range(10)})
+    if value.memory_file is None:
+        print("  no memory files on this system: hits are copies, nothing is held")
+        return
+    probe = os.dup(value.memory_file.fd)
+    box, size = [value], value.nbytes
+    del value
+    store.get_or_create("big", lambda: (box.pop(), size), kind="data", label="big")
+    hit = store.get_or_create("big", lambda: (None, 0), kind="data", label="big").value.load()
+    kept = hit["c3"]
+    del hit
+    gc.collect()
+    before = os.fstat(probe).st_blocks * 512
+    store.clear()
+    gc.collect()
+    after = os.fstat(probe).st_blocks * 512
+    held = store.stats().held_by_live_results
+    print(
+        f"  {size / 1e6:.0f} MB entry, one {kept.nbytes / 1e6:.1f} MB array kept from a hit: memory file "
+        f"{before / 1e6:.1f} MB allocated before the clear, {after / 1e6:.1f} MB after; "
+        f"stats().held_by_live_results = {held / 1e6:.1f} MB"
+    )
+    del kept
+    gc.collect()
+    print(f"  the kept array dropped too: {os.fstat(probe).st_blocks * 512 / 1e6:.1f} MB allocated")
+    os.close(probe)
+    store.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -135,6 +178,7 @@ def main() -> int:
     parser.add_argument("--misses", type=int, default=2_000, help="timed misses per figure and round")
     parser.add_argument("--hit-seconds", type=float, default=1.0, help="least time spent hitting per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, sizes interleaved (default 3)")
+    parser.add_argument("--entry-mb", type=int, default=477, help="entry size for the memory figure")
     args = parser.parse_args()
     sizes: list[int] = args.sizes
     base = sizes[0]
@@ -198,6 +242,9 @@ def main() -> int:
             f" {count:,} hits, all {entries:,} dropped {took:.2f} s after falling due"
         )
     print("flat within 2x: " + ("yes" if not failures else f"no ({failures} figures above 2x)"))
+    if args.entry_mb:
+        print("Memory of a cleared entry that a live result still uses")
+        kept_slice_memory(args.entry_mb)
     return 0
 
 
