@@ -1,19 +1,19 @@
 """Side effects of a computation on the kernel beyond the names it binds, recorded and replayed.
 
 A later cell can observe more than the namespace: ``conf.MODE = "fast"`` on a local module,
-``Cfg.threshold = 0.5`` on a notebook class, ``os.chdir``, ``os.environ[...] = ...``,
-``sys.path.append``. ``EffectRecorder`` snapshots these before the computation and diffs
-after it; the resulting ``KernelEffects`` travel with the result and ``apply`` them on a
-hit. What can't be carried (an attribute set to something that can't be pickled, a
-working directory that is gone) is a *problem*: the front end says so and runs instead of
-serving. Not recorded (see the README's limits): state inside installed libraries that is
-not a public module attribute (``pd.set_option``, ``matplotlib.rcParams``), threads
-started, files written, logging configuration. Nothing here imports IPython.
+``Cfg.threshold = 0.5`` on a notebook class, ``sys.path.append``. ``EffectRecorder``
+snapshots these before the computation and diffs after it; the resulting ``KernelEffects``
+travel with the result and ``apply`` them on a hit. What can't be carried (an attribute set
+to something that can't be pickled, on an owner that is gone) is a *problem*: the front end
+says so and runs instead of serving. The global random state, ``os.environ`` writes and the
+working directory are the dependency layer's (``_deps`` records and replays them). Not
+recorded (see the README's limits): state inside installed libraries that is not a public
+module attribute (``pd.set_option``, ``matplotlib.rcParams``), threads started, files
+written, logging configuration. Nothing here imports IPython.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from collections.abc import Mapping, MutableMapping
@@ -77,15 +77,12 @@ class KernelEffects:
     """What the computation changed outside its namespace bindings."""
 
     attributes: tuple[AttributeEffect, ...] = ()
-    cwd: str | None = None  # the working directory it left, when it changed it
-    environ: tuple[tuple[str, str | None], ...] = ()  # set (value) or removed (None)
     path_added: tuple[tuple[int, str], ...] = ()  # sys.path entries added, with their position
     path_removed: tuple[str, ...] = ()
     extra: tuple[str, ...] = field(default=())  # problems found while recording
 
     def __bool__(self) -> bool:
-        return bool(self.attributes or self.cwd or self.environ or self.path_added or self.path_removed
-                    or self.extra)  # fmt: skip
+        return bool(self.attributes or self.path_added or self.path_removed or self.extra)
 
     def problems(self, namespace: Mapping[str, Any]) -> list[str]:
         """Why a hit could not reproduce these effects here (empty: it can)."""
@@ -95,8 +92,6 @@ class KernelEffects:
                 found.append(effect.value.reason)
             elif _owner(effect.owner, namespace) is None:
                 found.append(f"{effect.label}: `{effect.owner[1]}` is not there to set it on")
-        if self.cwd is not None and not os.path.isdir(self.cwd):
-            found.append(f"the working directory {self.cwd} no longer exists")
         return found
 
     def apply(self, namespace: Mapping[str, Any]) -> None:
@@ -110,13 +105,6 @@ class KernelEffects:
                     delattr(owner, effect.name)
             else:
                 setattr(owner, effect.name, effect.value)
-        if self.cwd is not None:
-            os.chdir(self.cwd)
-        for name, value in self.environ:
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         for entry in self.path_removed:
             while entry in sys.path:
                 sys.path.remove(entry)
@@ -158,8 +146,6 @@ class EffectRecorder:
         for module_name, module in list(sys.modules.items()):
             if isinstance(module, types.ModuleType) and module_name != main and not _is_library(module):
                 self._targets.setdefault(("module", module_name), (module, dict(vars(module)), False))
-        self._cwd = _cwd()
-        self._environ = dict(os.environ)
         self._path = list(sys.path)
 
     def _module(self, module: types.ModuleType, bound_as: str) -> None:
@@ -176,19 +162,10 @@ class EffectRecorder:
             if owner[0] == "name" and self._namespace.get(owner[1]) is not target:
                 continue  # rebound by the computation: the binding is the result, not an effect
             attributes.extend(_diff(owner, before, vars(target), library))
-        cwd = _cwd()
-        environ = dict(os.environ)
-        changed_env = tuple(
-            (k, environ.get(k))
-            for k in sorted(set(environ) | set(self._environ))
-            if environ.get(k) != self._environ.get(k)
-        )
         added = tuple((i, p) for i, p in enumerate(sys.path) if p not in self._path)
         removed = tuple(p for p in self._path if p not in sys.path)
         return KernelEffects(
             attributes=tuple(attributes),
-            cwd=cwd if cwd != self._cwd else None,
-            environ=changed_env,
             path_added=added,
             path_removed=removed,
         )
@@ -207,13 +184,6 @@ def _diff(owner: tuple[str, str], before: Mapping[str, Any], after: Mapping[str,
         if name not in after and not _dunder(name) and not (library and name.startswith("_")):
             found.append(AttributeEffect(owner, name, None, deleted=True))
     return found
-
-
-def _cwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:  # the directory was removed under us
-        return None
 
 
 def namespace_changes(before: Mapping[str, Any], after: MutableMapping[str, Any],

@@ -143,6 +143,15 @@ SCENARIOS: list[dict[str, Any]] = [
         "observe": "obs = dict(shown=shown)",
     },
     {
+        "name": "random_state",  # the dependency layer's replay (DEPS): later draws are the same
+        "cells": [
+            "import random\nimport numpy as np\nrandom.seed(3)\nnp.random.seed(3)",
+            "{magic}\ndraw = random.random()\nnp_draw = float(np.random.rand())",
+        ],
+        "observe": "obs = dict(draw=draw, np_draw=np_draw, next=random.random(),\n"
+        "np_next=float(np.random.rand()))",
+    },
+    {
         "name": "kernel_state",  # last: it changes the working directory
         "cells": [
             "import os, sys",
@@ -188,7 +197,7 @@ def _ours(text: str) -> str:
 
 SAME_AS_PLAIN = [
     *("functions", "classes", "dataframe_alias", "list_alias", "alias_rebound", "dynamic_names"),
-    *("attributes", "refused", "logging", "traceback", "kernel_state"),
+    *("attributes", "refused", "logging", "traceback", "random_state", "kernel_state"),
 ]
 
 
