@@ -271,7 +271,12 @@ def parse_public_key(text: str) -> bytes:
     scheme, _, encoded = text.strip().partition(":")
     if scheme != "ed25519" or not encoded:
         raise ValueError(f"a trusted key looks like 'ed25519:<base64>', not {text!r}")
-    raw = base64.b64decode(encoded, validate=True)
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except ValueError:  # binascii.Error
+        raise ValueError(
+            f"a trusted key is 'ed25519:' and base64, and {text!r} is not (check the trusted keys)"
+        ) from None
     if len(raw) != 32:
         raise ValueError(f"an Ed25519 public key has 32 bytes, not {len(raw)} ({text!r})")
     return raw

@@ -341,3 +341,33 @@ def test_many_processes_creating_the_key_at_once_get_one_key(tmp_path: Path) -> 
         keys = {out.strip() for out, _ in results}
         assert len(keys) == 1 and len(next(iter(keys))) == 64
         assert sorted(p.name for p in directory.iterdir() if "secret" in p.name) == ["secret.key"]
+
+
+def test_two_kernels_of_one_user_compute_a_cold_persisted_key_once(tmp_path: Path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from ipycache_ext._persist import StorePersistence
+
+    first = StorePersistence(DiskCache.in_directory(tmp_path / "cache"))
+    second = StorePersistence(DiskCache.in_directory(tmp_path / "cache"))
+    notices: list[str] = []
+    second.notice = notices.append
+    holding = threading.Event()
+
+    def compute() -> None:
+        with first.claim("cold", "disk") as found:
+            assert found is None
+            holding.set()
+            time.sleep(0.5)
+            info = SimpleNamespace(kind="data", label="c", names=(), created=time.time(), expires=None,
+                                   compute_seconds=0.5, dependencies=(), computed_by=None)  # fmt: skip
+            first.save("cold", serialize("computed once"), info, "disk")  # type: ignore[arg-type]
+
+    worker = threading.Thread(target=compute)
+    worker.start()
+    assert holding.wait(10)
+    with second.claim("cold", "disk") as found:
+        assert found is not None and found.value.load() == "computed once"
+    worker.join(10)
+    assert len(notices) == 1 and "being computed by" in notices[0]

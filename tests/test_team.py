@@ -137,3 +137,58 @@ def test_persist_disk_stays_local(tmp_path: Path, redis_url: str) -> None:
     assert _team_keys(redis_url) == []
     alice.delete("k7")
     assert alice.load("k7", "team") is None
+
+
+def test_a_shared_directory_has_the_same_trust_model(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/team-cache"
+    marker = tmp_path / "marker"
+    alice = user(tmp_path, "alice", url)
+    mallory = user(tmp_path, "mallory", url)
+    bob = user(tmp_path, "bob", url, trusts=("alice",))
+    assert alice.save("f1", serialize({"rows": 3}), entry(), "team")
+    assert mallory.save("f2", serialize(Marker(str(marker))), entry(), "team")
+    found = bob.load("f1", "team")
+    assert found is not None and found.value.load() == {"rows": 3} and found.where == "team"
+    with pytest.warns(RuntimeWarning, match="not in the trusted keys"):
+        assert bob.load("f2", "team") is None
+    assert not marker.exists()
+    assert (tmp_path / "team-cache" / "test" / "f2.entry").exists()  # left for its author
+
+
+def test_the_environment_configures_the_team_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipycache_ext import CacheStore
+    from ipycache_ext._persist import configure, ensure_persistence
+    from ipycache_ext._signing import Ed25519Signer
+    from ipycache_ext._team import TeamTier, team_settings
+
+    alice_key = Ed25519Signer.load_or_create(tmp_path / "alice.pem").public_key
+    monkeypatch.setenv("IPYCACHE_EXT_TEAM_STORE", f"file://{tmp_path}/team")
+    monkeypatch.setenv("IPYCACHE_EXT_TEAM_NAMESPACE", "proj")
+    monkeypatch.setenv("IPYCACHE_EXT_TEAM_TRUSTED_KEYS", f"alice {alice_key};{tmp_path / 'more-keys'}")
+    (tmp_path / "more-keys").write_text(
+        "# colleagues\ncarol " + Ed25519Signer.load_or_create(tmp_path / "c.pem").public_key + "\n"
+    )
+    monkeypatch.setenv("IPYCACHE_EXT_TEAM_KEY", str(tmp_path / "bob.pem"))
+    settings = team_settings()
+    assert settings is not None and settings.namespace == "proj" and len(settings.trusted_keys) == 2
+    store = CacheStore()
+    try:
+        configure(
+            store, tmp_path / "local"
+        )  # the front ends configure the disk; the team comes from the environment
+        assert ensure_persistence(store)
+        tier = store.persistence.team  # type: ignore[union-attr]
+        assert isinstance(tier, TeamTier)
+        names = sorted(key.name for key in tier.cache.verifier.trusted.values())  # type: ignore[attr-defined]
+        assert names == ["alice", "carol", "you"]
+    finally:
+        store.close()
+    assert team_settings(environ={}) is None
+
+
+def test_a_bad_trusted_key_turns_the_team_tier_off_with_one_warning(tmp_path: Path) -> None:
+    from ipycache_ext._team import TeamSettings, open_team
+
+    with pytest.warns(RuntimeWarning, match="team cache is off.*ed25519"):
+        assert open_team(TeamSettings(url=f"file://{tmp_path}/t", trusted_keys=("alice ed25519:bad!",),
+                                      key_path=tmp_path / "k.pem")) is None  # fmt: skip
