@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ._analysis import imports_of
 from ._capture import CellResult, OutputRecorder
 from ._effects import EffectRecorder, namespace_changes
 from ._errors import CacheError
-from ._hashing import MISSING
+from ._hashing import MISSING, import_inputs
 
 # IPython's own bookkeeping in the namespace (_i, _ii, _i7, _, __, _7, In, Out, ...): never results.
 _BOOKKEEPING = re.compile(r"_i*|_i\d+|_+|_\d+|_(oh|ih|dh|sh)|In|Out|get_ipython|exit|quit")
@@ -98,6 +99,9 @@ def run_cell(
     if body and isinstance(body[-1], ast.Expr):
         last = body.pop().value
     value = None
+    # A local module the cell imports is imported now, as its key does (import_inputs): so the
+    # attributes the cell sets on it are effects the recorder sees, also on its first import.
+    import_inputs(imports_of(tree))
     everything = dict(namespace)  # names bound dynamically (exec, %run) are found by the diff
     effects = EffectRecorder(namespace, getattr(shell, "user_ns_hidden", None))
     with OutputRecorder(shell) as recorder:

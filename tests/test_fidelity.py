@@ -114,6 +114,14 @@ SCENARIOS: list[dict[str, Any]] = [
         "observe": "obs = dict(mode=fid_conf.MODE, old=hasattr(fid_conf, 'OLD'), threshold=Cfg.threshold)",
     },
     {
+        "name": "first_import",  # a module the cached cell imports for the first time, then changes
+        "cells": [
+            "import sys\nif '{tmp}' not in sys.path:\n    sys.path.insert(0, '{tmp}')",
+            "{magic}\nimport fid_first\nfid_first.X = 2\nseen = 1",
+        ],
+        "observe": "obs = dict(x=fid_first.X)",
+    },
+    {
         "name": "refused",  # an attribute set to what can't be pickled: said once, and the cell runs
         "cells": [
             "import sys\nif '{tmp}' not in sys.path:\n    sys.path.insert(0, '{tmp}')\nimport fid_locks",
@@ -181,6 +189,7 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     tmp = tmp_path_factory.mktemp("fidelity")
     (tmp / "fid_conf.py").write_text("MODE = 'slow'\nOLD = 1\n")
     (tmp / "fid_locks.py").write_text("LOCK = None\n")
+    (tmp / "fid_first.py").write_text("X = 1\n")
     (tmp / "fid_script.py").write_text("from_script = 'ran'\n")
     cache = tmp / "cache"
     return {
@@ -197,7 +206,7 @@ def _ours(text: str) -> str:
 
 SAME_AS_PLAIN = [
     *("functions", "classes", "dataframe_alias", "list_alias", "alias_rebound", "dynamic_names"),
-    *("attributes", "refused", "logging", "traceback", "random_state", "kernel_state"),
+    *("attributes", "first_import", "refused", "logging", "traceback", "random_state", "kernel_state"),
 ]
 
 
