@@ -213,6 +213,7 @@ class CacheEngine:
 
         def create() -> tuple[Any, int | None]:
             __tracebackhide__ = True
+            known = bool(reasons)  # a changed dependency (or a refresh): worth saying even on a first run here
             if not reasons:
                 removed = self.store.removal_reason(previous.key) if previous else None
                 reasons.append(describe_miss(previous, plan.record, removed))
@@ -220,7 +221,7 @@ class CacheEngine:
                     names = ", ".join(f"`{n}`" for n in plan.by_identity)
                     reasons[-1] += f" ({names} keyed by identity)"
             if on_miss is not None:
-                on_miss(reasons[-1], previous is not None)
+                on_miss(reasons[-1], previous is not None or known)
             namespace = request.namespace if request.dynamic else None
             with deps.recording(declared=request.depends_on, namespace=namespace,
                                 dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip

@@ -161,6 +161,18 @@ def test_depends_on_a_file_read_by_a_subprocess(shell: InteractiveShell, here: p
     assert shell.user_ns["out"] == b"two"
 
 
+def test_a_script_run_with_percent_run_is_a_file_input(
+    shell: InteractiveShell, here: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / "script.py").write_text("print('v1')\n")
+    run(shell, "%%cache_data\n%run script.py")
+    (here / "script.py").write_text("print('v2!')\n")
+    capsys.readouterr()
+    run(shell, "%%cache_data\n%run script.py")
+    out = capsys.readouterr().out
+    assert "recomputing: `script.py` changed" in out and "v2!" in out
+
+
 def test_eval_reads_are_keyed_on_the_namespace(shell: InteractiveShell) -> None:
     shell.user_ns.update(a=1, runs=[])
     cell = "%%cache_data --ignore runs\nruns.append(1)\nx = eval('a + 1')"
@@ -239,9 +251,6 @@ def test_a_persisted_entry_checks_its_files_after_a_restart(
     assert shell.user_ns["total"] == 5 and shell.user_ns["runs"] == [1, 1]
 
 
-@pytest.mark.xfail(
-    strict=False, reason="engine wiring pending: no miss line for a changed file after a restart"
-)
 def test_after_a_restart_the_miss_line_names_the_changed_file(
     shell: InteractiveShell, clock: FakeClock, here: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
