@@ -213,7 +213,7 @@ class CacheEngine:
 
         def create() -> tuple[Any, int | None]:
             __tracebackhide__ = True
-            known = bool(reasons)  # a changed dependency (or a refresh): worth saying even on a first run here
+            known = bool(reasons)  # a changed dependency or a refresh: said even on a first run
             if not reasons:
                 removed = self.store.removal_reason(previous.key) if previous else None
                 reasons.append(describe_miss(previous, plan.record, removed))
