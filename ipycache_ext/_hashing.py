@@ -28,6 +28,7 @@ xxh3-128 is not a cryptographic hash: keys guard against accidents, not adversar
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -388,7 +389,7 @@ class Walker:
         self.walk(rebuild)
         self.walk(args)
         state = rest[0] if rest else None
-        derived = cached_property_names(cls) | volatile_attributes(cls)
+        derived = _derived_attributes(cls)
         if derived and isinstance(state, dict):
             # functools.cached_property values are derived from the rest of the state, and
             # a few libraries' back-links are keyed by id() (see volatile_attributes).
@@ -399,6 +400,18 @@ class Walker:
                 self.tag(b"none")
             else:  # listitems / dictitems iterators
                 self.walk(list(extra))
+
+
+def _derived_attributes(cls: type) -> frozenset[str]:
+    try:
+        return _derived_attributes_of(cls)
+    except TypeError:  # a class whose metaclass makes it unhashable
+        return cached_property_names(cls) | volatile_attributes(cls)
+
+
+@functools.lru_cache(maxsize=1024)
+def _derived_attributes_of(cls: type) -> frozenset[str]:
+    return cached_property_names(cls) | volatile_attributes(cls)
 
 
 def _atom(tag: bytes, encode: Callable[[Any], bytes]) -> Callable[[Walker, Any], None]:
