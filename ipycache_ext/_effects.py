@@ -32,6 +32,23 @@ def _is_library(module: types.ModuleType) -> bool:
     return is_library_module(module)
 
 
+_local: tuple[int, list[tuple[str, types.ModuleType]]] = (-1, [])
+
+
+def _local_modules() -> list[tuple[str, types.ModuleType]]:
+    """Your own modules among ``sys.modules`` (judged again only when modules come or go)."""
+    global _local
+    count, found = _local
+    if count != len(sys.modules) or any(sys.modules.get(n) is not m for n, m in found):
+        found = [
+            (name, module)
+            for name, module in list(sys.modules.items())
+            if isinstance(module, types.ModuleType) and not _is_library(module)
+        ]
+        _local = (len(sys.modules), found)
+    return found
+
+
 def _dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
 
@@ -143,8 +160,8 @@ class EffectRecorder:
                 self._module(value, name)
             elif isinstance(value, type) and value.__module__ == main:
                 self._targets[("name", name)] = (value, dict(vars(value)), False)
-        for module_name, module in list(sys.modules.items()):
-            if isinstance(module, types.ModuleType) and module_name != main and not _is_library(module):
+        for module_name, module in _local_modules():
+            if module_name != main:
                 self._targets.setdefault(("module", module_name), (module, dict(vars(module)), False))
         self._path = list(sys.path)
 
