@@ -30,8 +30,11 @@ __all__ = [
     "ArgumentChanges",
     "changed_arguments",
     "fetch_with_argument_replay",
+    "replay_arguments",
+    "served",
     "transplant",
     "unwrap",
+    "with_argument_changes",
 ]
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
@@ -223,23 +226,34 @@ def fetch_with_argument_replay(
 
     def recording() -> Any:
         __tracebackhide__ = True
-        value = compute()
-        changed = changed_arguments(engine, request, plan)
-        if not changed:
-            return value
-        if request.kind != "data":
-            if on_unreplayable is not None:
-                on_unreplayable(changed)
-            return value
-        return ArgumentChanges(value, {name: request.arguments[name] for name in changed})
+        return with_argument_changes(engine, request, plan, compute(), on_unreplayable)
 
-    outcome = engine.fetch(request, plan, recording, **fetch_options)
+    return served(engine.fetch(request, plan, recording, **fetch_options), request, var_keyword)
+
+
+def with_argument_changes(engine: CacheEngine, request: Request, plan: Plan, value: Any,
+                          on_unreplayable: Callable[[list[str]], None] | None = None) -> Any:  # fmt: skip
+    """What to keep for a computed ``value``: it alone, or with the arguments it changed.
+
+    For a front end that computes outside ``fetch`` (an awaited coroutine): call this on
+    the value before handing it to ``fetch``, and ``served`` on the outcome.
+    """
+    changed = changed_arguments(engine, request, plan)
+    if not changed:
+        return value
+    if request.kind != "data":
+        if on_unreplayable is not None:
+            on_unreplayable(changed)
+        return value
+    return ArgumentChanges(value, {name: request.arguments[name] for name in changed})
+
+
+def served(outcome: Outcome, request: Request, var_keyword: str | None = None) -> Outcome:
+    """The outcome with the function's own value; on a hit, argument changes replayed first."""
     loaded = outcome.value
     if not isinstance(loaded, ArgumentChanges):
         return outcome
-    value = loaded.value
-    if outcome.hit:
-        value = replay_arguments(request.arguments, loaded, var_keyword)
+    value = replay_arguments(request.arguments, loaded, var_keyword) if outcome.hit else loaded.value
     return dataclasses.replace(outcome, value=value)
 
 
