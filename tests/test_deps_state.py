@@ -135,6 +135,20 @@ def test_environment_reads_by_name_are_inputs(monkeypatch: pytest.MonkeyPatch) -
     assert first_change(deps) == "environment variable `IPYCACHE_TEST_UNSET` is now set"
 
 
+def test_our_own_reads_inside_a_computation_can_be_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipycache_ext._deps import not_recorded
+
+    monkeypatch.setenv("IPYCACHE_TEST_OWN", "1")
+
+    def body() -> None:
+        with not_recorded():
+            dict(os.environ)  # a snapshot for replay, say: not what the computation read
+        os.environ.get("IPYCACHE_TEST_OWN")
+
+    deps, _ = record(body)
+    assert [d["name"] for d in of(deps, "env")] == ["IPYCACHE_TEST_OWN"]
+
+
 def test_a_variable_the_computation_sets_is_an_effect_replayed_on_a_hit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

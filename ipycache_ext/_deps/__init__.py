@@ -6,7 +6,9 @@ wrappers), directory listings and globs, ``os.environ`` lookups, the global rand
 generators, and — for code that reads variables by name at run time — the namespace.
 No IPython here: the engine wraps each computation in ``recording()``, stores
 ``dependencies()`` with the entry, asks ``first_change()`` before serving a hit and calls
-``replay_effects()`` after.
+``replay_effects()`` after. Our own code that runs inside a computation (a snapshot taken
+for replaying its effects, say) wraps itself in ``not_recorded()`` so its reads are not the
+computation's.
 """
 
 from __future__ import annotations
@@ -15,5 +17,8 @@ from ._dynamic import dynamic_reads
 from ._lazy import files_of
 from ._recording import Recording, recording
 from ._records import first_change, replay_effects
+from ._state import suspended as not_recorded
 
-__all__ = ["Recording", "dynamic_reads", "files_of", "first_change", "recording", "replay_effects"]
+__all__ = [
+    "Recording", "dynamic_reads", "files_of", "first_change", "not_recorded", "recording", "replay_effects",
+]  # fmt: skip

@@ -2,9 +2,11 @@
 
 The ``os._Environ`` class is patched once, on the first recording, so every reference to
 ``os.environ`` (and ``os.environb``) is seen, also one bound before. Outside a recording a
-lookup costs one extra Python call. Iterating or copying the environment, and C code
-calling ``getenv()``, are not recorded (documented): the whole environment differs between
-kernel launches, so keying on it would make every persisted entry miss after a restart.
+lookup costs one extra Python call. Copying the environment (``dict(os.environ)``,
+``.copy()``, ``.items()``) reads every variable by name, so each becomes a dependency (and an
+entry persisted by such code misses after a restart in an environment that differs).
+Iterating over the names alone (``for k in os.environ``, ``len``) and C code calling
+``getenv()`` are not recorded (documented).
 """
 
 from __future__ import annotations
