@@ -207,32 +207,10 @@ class CacheEngine:
         """
         __tracebackhide__ = True
         previous = self._explainer.remember(request.origin, plan.record)
-        produced: list[Any] = []
-        reasons: list[str] = []
-        recorded: list[tuple[Any, ...]] = []
-
-        def create() -> tuple[Any, int | None]:
-            __tracebackhide__ = True
-            known = bool(reasons)  # a changed dependency or a refresh: said even on a first run
-            if not reasons:
-                removed = self.store.removal_reason(previous.key) if previous else None
-                reasons.append(describe_miss(previous, plan.record, removed))
-                if plan.by_identity:
-                    names = ", ".join(f"`{n}`" for n in plan.by_identity)
-                    reasons[-1] += f" ({names} keyed by identity)"
-            if on_miss is not None:
-                on_miss(reasons[-1], previous is not None or known)
-            namespace = request.namespace if request.dynamic else None
-            with deps.recording(declared=request.depends_on, namespace=namespace,
-                                dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip
-                value = compute()
-            recorded.append(recording.dependencies())
-            produced.append(value)
-            return (prepare or self._prepare_default(request.kind))(value)
-
+        run = _Run(self, request, plan, compute, previous, on_miss, prepare)
         if refresh:
-            reasons.append("refresh requested")
-        lookup = self._get_or_create(request, plan, create, refresh, reasons, recorded)
+            run.reasons.append("refresh requested")
+        lookup = self._get_or_create(request, plan, run, refresh)
         if request.dynamic:
             self.warn_once(
                 request.origin,
@@ -241,11 +219,11 @@ class CacheEngine:
                 "namespace is part of what the cached result depends on (a change to any of them "
                 f"computes it again). {request.narrow_hint}".rstrip(),
             )
-        if lookup.hit and lookup.entry is not None:
-            changed = deps.first_change(_dependencies(lookup.entry), namespace=request.namespace)
-            if changed is not None:  # a file (or the random state...) it read is not what it was
-                reasons.append(changed)
-                lookup = self._get_or_create(request, plan, create, True, reasons, recorded)
+        entry = lookup.entry
+        found_in_a_tier = lookup.hit and entry is not None and not run.checked  # memory hits: checked
+        if found_in_a_tier and entry is not None and run.stale(entry.dependencies) is not None:
+            lookup = self._get_or_create(request, plan, run, True)
+        produced, reasons = run.produced, run.reasons
         self._after_fetch(request, plan, lookup)
         if produced and not copy_computed:
             reason = reasons[-1] if reasons else None
@@ -303,25 +281,15 @@ class CacheEngine:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ internals
-    def _get_or_create(  # noqa: PLR0917
-        self,
-        request: Request,
-        plan: Plan,
-        create: Callable[[], tuple[Any, int | None]],
-        refresh: bool,
-        reasons: list[str],
-        recorded: list[tuple[Any, ...]],
-    ) -> Lookup:
+    def _get_or_create(self, request: Request, plan: Plan, run: _Run, refresh: bool) -> Lookup:
         __tracebackhide__ = True
         persist = request.persist if request.kind == "data" else False
         if persist and not ensure_persistence(self.store):
             persist = False  # said once, by ensure_persistence
-        options: dict[str, Any] = {}
-        if persist:
-            options["persist"] = persist
+        options: dict[str, Any] = {"persist": persist} if persist else {}
         return self.store.get_or_create(
             plan.key,
-            create,
+            run.create,
             kind=request.kind,
             label=request.label,
             names=request.names,
@@ -331,9 +299,10 @@ class CacheEngine:
             on_release=request.on_release,
             validate=request.validate,
             refresh=refresh,
-            miss_reason=lambda: reasons[-1] if reasons else None,
+            miss_reason=run.reason,
             inputs=plan.digests,
-            dependencies=lambda: recorded[-1] if recorded else (),
+            dependencies=run.dependencies,
+            stale=run.stale,
             **options,
         )
 
@@ -363,6 +332,62 @@ class CacheEngine:
             return payload, payload.nbytes
 
         return pickle
+
+
+class _Run:
+    """One fetch's computation: why it runs, what it read, what it produced."""
+
+    def __init__(  # noqa: PLR0917 - one call site, in order
+        self,
+        engine: CacheEngine,
+        request: Request,
+        plan: Plan,
+        compute: Callable[[], Any],
+        previous: KeyRecord | None,
+        on_miss: Callable[[str, bool], None] | None,
+        prepare: Callable[[Any], tuple[Any, int | None]] | None,
+    ) -> None:
+        self._engine, self._request, self._plan, self._compute = engine, request, plan, compute
+        self._previous, self._on_miss = previous, on_miss
+        self._prepare = prepare or engine._prepare_default(request.kind)
+        self.reasons: list[str] = []
+        self.produced: list[Any] = []
+        self.recorded: list[tuple[Any, ...]] = []
+        self.checked = False  # the store asked stale() about a hit
+
+    def reason(self) -> str | None:
+        return self.reasons[-1] if self.reasons else None
+
+    def dependencies(self) -> tuple[Any, ...]:
+        return self.recorded[-1] if self.recorded else ()
+
+    def stale(self, dependencies: Sequence[Mapping[str, Any]]) -> str | None:
+        """Why a stored entry is out of date (a file it read changed...), or None."""
+        self.checked = True
+        changed = deps.first_change(dependencies, namespace=self._request.namespace)
+        if changed is not None:
+            self.reasons.append(changed)
+        return changed
+
+    def create(self) -> tuple[Any, int | None]:
+        __tracebackhide__ = True
+        request, plan, previous = self._request, self._plan, self._previous
+        known = bool(self.reasons)  # a changed dependency or a refresh: said even on a first run
+        if not known:
+            removed = self._engine.store.removal_reason(previous.key) if previous else None
+            reason = describe_miss(previous, plan.record, removed)
+            if plan.by_identity:
+                reason += " (" + ", ".join(f"`{n}`" for n in plan.by_identity) + " keyed by identity)"
+            self.reasons.append(reason)
+        if self._on_miss is not None:
+            self._on_miss(self.reasons[-1], previous is not None or known)
+        namespace = request.namespace if request.dynamic else None
+        with deps.recording(declared=request.depends_on, namespace=namespace,
+                            dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip
+            value = self._compute()
+        self.recorded.append(recording.dependencies())
+        self.produced.append(value)
+        return self._prepare(value)
 
 
 class _NotCached(Exception):

@@ -253,6 +253,7 @@ class CacheStore:
         inputs: Mapping[str, str] | None = None,
         persist: bool | Where = False,
         dependencies: Dependencies | Callable[[], Dependencies] | None = None,
+        stale: Callable[[Dependencies], str | None] | None = None,
     ) -> Lookup:
         """Return the live entry for ``key`` or create it with ``create() -> (value, size)``.
 
@@ -261,6 +262,9 @@ class CacheStore:
         replaces the old one only once the new one exists, so a failure loses nothing.
         ``max_entries`` limits the entries of ``group`` (default: the key itself).
         ``miss_reason`` and ``dependencies`` may be callables, asked after ``create`` ran.
+        ``stale(dependencies)`` runs on a hit of an entry that has dependencies, before the
+        hit counts: a reason (a file it read changed, say) means the entry is computed again
+        and replaced, as with ``refresh``.
         ``persist`` (data only; True means "disk") looks for the key in the persistent
         tiers before creating it (and claims it there while computing), and saves what it
         creates there, even a result too large to keep in memory.
@@ -284,7 +288,7 @@ class CacheStore:
                 entry = self._live(key, removed)
                 if entry is None or refresh:
                     flight, owner = self._flights.join(key)
-                elif validate is None:
+                elif validate is None and (stale is None or not entry.dependencies):
                     looked = self._hit_locked(entry)  # the common case: one turn of the lock
                 else:
                     hit = entry  # validate runs outside the lock (user code), then the hit counts
@@ -295,6 +299,9 @@ class CacheStore:
                 return looked
 
             if hit is not None:
+                if stale is not None and hit.dependencies and stale(hit.dependencies) is not None:
+                    refresh = True  # what it read changed: compute it again, then replace it
+                    continue
                 if validate is not None and not self._still_valid(hit, validate):
                     continue
                 looked = self._record_hit(key, hit)

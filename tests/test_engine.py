@@ -159,6 +159,7 @@ def test_a_changed_dependency_recomputes_with_its_reason(
     fake.changed = "`data.csv` changed"
     outcome = engine.fetch(request, plan, lambda: calls.append(1))
     assert not outcome.hit and outcome.reason == "`data.csv` changed" and len(calls) == 2
+    assert store.stats().hits == 1  # the out-of-date entry was not counted as a hit
     assert store.get(plan.key) is not None and store.get(plan.key).miss_reason == "`data.csv` changed"  # type: ignore[union-attr]
 
 
