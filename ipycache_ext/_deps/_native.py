@@ -267,11 +267,15 @@ def _wrap_path_glob(func: Callable[..., Any], method: str) -> Callable[..., Any]
         obs = current() if LIVE[0] else None
         if obs is None:
             return func(self, pattern, *args, **kwargs)
-        root = obs.resolve(self) or os.getcwd()
-        if not args and not kwargs:  # with options (case_sensitive=...) its scans stay listings
+        if args or kwargs:  # with options (case_sensitive=...) its scans stay listings
+            return func(self, pattern, *args, **kwargs)
+        try:
+            root = obs.resolve(self) or os.getcwd()
             obs.globs.setdefault(("path", root, os.fsdecode(os.fspath(pattern)), method))
-            return _Quiet(iter(func(self, pattern)), obs)
-        return func(self, pattern, *args, **kwargs)
+        except Exception as exc:  # a glob we can't note must not break the glob
+            obs.errors.append(f"Path.{method}: {type(exc).__name__}: {exc}")
+            return func(self, pattern)
+        return _Quiet(iter(func(self, pattern)), obs)
 
     setattr(wrapper, _MARK, func)
     return wrapper

@@ -80,7 +80,10 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
     ``dynamic_reads``), the namespace whose variables (less ``exclude``) become dependencies.
     """
     _install()
-    start = os.getcwd()
+    try:
+        start = os.getcwd()
+    except OSError:  # the working directory was removed: relative reads will say so
+        start = ""
     obs = Observations(cwd=start)
     obs.parent = CURRENT.get()
     obs.rng_before = _rng.before_all()
