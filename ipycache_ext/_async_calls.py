@@ -102,10 +102,17 @@ class AsyncFlights:
             flight = self._flights.get(key)
             if flight is None or flight.finished():
                 flight = self._flights[key] = _Flight(loop)
-                flight.task = loop.create_task(start())
+                flight.task = loop.create_task(self._run(flight, start))
                 flight.task.add_done_callback(functools.partial(self._landed, key, flight))
             flight.waiters += 1
             return flight
+
+    @staticmethod
+    async def _run(flight: _Flight, start: Start) -> Outcome:
+        __tracebackhide__ = True
+        outcome = await start()
+        flight.done.set_result(outcome)  # other loops' awaiters wake now, not a loop turn later
+        return outcome
 
     def _leave(self, flight: _Flight, *, cancel: bool = False) -> None:
         with self._lock:
@@ -118,6 +125,8 @@ class AsyncFlights:
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+        if flight.done.done():
+            return
         if task.cancelled():
             flight.done.cancel()
         elif (error := task.exception()) is not None:  # retrieved: no "never retrieved" warning
