@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from ._mapped import known_pieces, remember_pieces
+
 if TYPE_CHECKING:
     from ._hashing import Walker
 
@@ -56,25 +58,39 @@ def _piece_digests(view: memoryview, first: int, last: int) -> bytes:
 
 
 def feed_blob(h: Any, data: bytes | memoryview) -> None:
-    """Frame ``data`` into hasher ``h``: its length, then its bytes (or its pieces' digests)."""
+    """Frame ``data`` into hasher ``h``: its length, then its bytes (or its pieces' digests).
+
+    A large buffer that is an unwritten range of a cached hit's copy-on-write mapping has
+    known piece digests (``_mapped``): they are fed without reading the buffer.
+    """
     view = data if isinstance(data, memoryview) else memoryview(data)
     size = view.nbytes
     h.update(_U64.pack(size))
     if size < PARALLEL_MIN:
         h.update(view)
         return
+    known, token = known_pieces(view)
+    if known is None:
+        known = piece_digests(view)
+        if token is not None:
+            remember_pieces(token, known)
+    h.update(known)
+
+
+def piece_digests(data: bytes | memoryview) -> bytes:
+    """The xxh3-128 digests of ``data``'s 4 MiB pieces, in order, hashed by the pool."""
+    view = data if isinstance(data, memoryview) else memoryview(data)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
-    pieces = -(-size // PIECE)
+    pieces = -(-view.nbytes // PIECE)
     workers = min(_threads, pieces)
-    if workers == 1:
-        h.update(_piece_digests(view, 0, pieces))
-        return
+    if workers <= 1:
+        return _piece_digests(view, 0, pieces)
     bounds = [pieces * k // workers for k in range(workers + 1)]
     pool = _get_pool()
     futures = [pool.submit(_piece_digests, view, bounds[k], bounds[k + 1]) for k in range(1, workers)]
     parts = [_piece_digests(view, bounds[0], bounds[1])] + [f.result() for f in futures]
-    h.update(b"".join(parts))
+    return b"".join(parts)
 
 
 # ------------------------------------------------------------------ dispatch

@@ -34,13 +34,16 @@ import resource
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import cloudpickle
+import xxhash
 
 from ._errors import UnserializableResultError
+from ._hash_data import piece_digests
+from ._mapped import registry
 
 PROTOCOL = 5
 # Below this a buffer is copied on load: a mapping per small array would cost more than the copy.
@@ -99,6 +102,46 @@ class SerializedValue:
         """The inverse of ``parts``: buffers are copied, so the caller's memory can go."""
         return _pack(meta, buffers, _memfd_available())
 
+    @classmethod
+    def from_file(
+        cls, meta: bytes, fd: int, spans: Sequence[tuple[int, int]], expected: Sequence[bytes]
+    ) -> SerializedValue:
+        """Buffers mapped copy-on-write from an entry file (``spans``: page-aligned offset, length).
+
+        Each buffer is checked against ``expected`` (``buffer_digest``) before anything is
+        handed out; ``ValueError(index)`` names the first that differs. The file is read once,
+        by the hashing threads, at memory speed; later loads map it again without reading.
+        ``fd`` stays the caller's (a duplicate is kept). Where mappings can't be had, the
+        buffers are copied (a memory file or plain copies) after the same check.
+        """
+        size = max((offset + length for offset, length in spans), default=0)
+        whole = _map_readonly(fd, size) if size else None
+        try:
+            views: list[memoryview] = []
+            pieces: list[bytes] = []
+            for index, (offset, length) in enumerate(spans):
+                view = whole[offset : offset + length] if whole is not None else memoryview(b"")
+                digests = piece_digests(view)
+                if xxhash.xxh3_128(digests).digest() != expected[index]:
+                    raise ValueError(index)
+                views.append(view)
+                pieces.append(digests)
+            if _libc is None or not (_MemFile.live < _memfile_limit() and _descriptors_to_spare()):
+                return _pack(meta, views, _memfd_available())
+            layout: list[tuple[str, int, int]] = []
+            small: list[bytes] = []
+            memfile = _MemFile(size, fd=os.dup(fd))
+            for (offset, length), view, digests in zip(spans, views, pieces, strict=True):
+                if length >= MAP_THRESHOLD and offset % _PAGE == 0:
+                    layout.append(("mapped", offset, length))
+                    memfile.digests[(offset, length)] = digests
+                else:
+                    layout.append(("small", len(small), length))
+                    small.append(bytes(view))
+            return cls(meta, layout, small, memfile)
+        finally:  # the verification mapping goes with its last view
+            views, pieces, whole = [], [], None
+
     def load(self) -> Any:
         """Return a fresh, independent, writable copy of the value."""
         buffers: list[Any] = []
@@ -124,9 +167,11 @@ class _MemFile:
 
     live = 0  # memory files with an open descriptor now
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, fd: int | None = None) -> None:
         self.size = size
-        self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC)
+        # a verified entry file (``fd`` given) is mapped like a memory file, never punched
+        self.is_file = fd is not None
+        self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC) if fd is None else fd
         self._handle = _Handle(self.fd, size)
         _MemFile.live += 1
         self._finalizer = weakref.finalize(self, self._handle.close)
@@ -135,7 +180,10 @@ class _MemFile:
         self._mapped: dict[int, int] = {}  # offset -> live mappings
         self._orphaned = False
         self.held = 0  # bytes of buffers still mapped after orphan()
-        os.ftruncate(self.fd, size)
+        # (offset, length) -> piece digests of those bytes, as hashing computes them (see _mapped)
+        self.digests: dict[tuple[int, int], bytes] = {}
+        if not self.is_file:
+            os.ftruncate(self.fd, size)
 
     def write(self, offset: int, data: memoryview) -> None:
         view = data.cast("B")
@@ -161,6 +209,7 @@ class _MemFile:
                 error = ctypes.get_errno()
                 raise OSError(error, f"mmap of a cached buffer failed: {os.strerror(error)}")
             self._mapped[offset] = self._mapped.get(offset, 0) + 1
+            registry.add(address, length, self, offset)  # hashing may know its bytes' digest
         memory = (ctypes.c_char * length).from_address(address)
         unmap = weakref.finalize(memory, self._unmapped, address, length, offset)
         unmap.atexit = False  # at exit the OS unmaps; a late reader must not find it gone
@@ -168,6 +217,7 @@ class _MemFile:
 
     def _unmapped(self, address: int, length: int, offset: int) -> None:
         assert _libc is not None
+        registry.remove(address)  # before the addresses can be reused
         _libc.munmap(address, length)
         with self._lock:
             self._mapped[offset] -= 1
@@ -182,6 +232,9 @@ class _MemFile:
             if self._orphaned:
                 return
             self._orphaned = True
+            if self.is_file:  # its pages are the file's: nothing to give back; mappings need no descriptor
+                self._handle.keep_pages_without_descriptor(False)
+                return
             for offset in self._buffers:
                 if self._mapped.get(offset, 0) == 0:
                     self._punch(offset)
@@ -191,6 +244,8 @@ class _MemFile:
             self._handle.keep_pages_without_descriptor(self.held > 0)
 
     def _punch(self, offset: int) -> None:
+        if self.is_file:
+            return
         self._handle.punch(offset, self._buffers.get(offset, 0))
 
     def close(self) -> None:
@@ -306,6 +361,25 @@ def _memfd_available() -> bool:
     return _libc is not None
 
 
+def buffer_digest(data: bytes | memoryview) -> bytes:
+    """The integrity digest of one buffer in an entry file: xxh3-128 of its pieces' digests
+    (the pieces hashing uses, so checking a file also tells hashing what its ranges hash to)."""
+    return xxhash.xxh3_128(piece_digests(data)).digest()
+
+
+def _map_readonly(fd: int, size: int) -> memoryview:
+    """A read-only shared mapping of a file's first ``size`` bytes (unmapped with its last view)."""
+    if _libc is None:
+        return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))
+    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        error = ctypes.get_errno()
+        raise OSError(error, f"mmap of a cached entry file failed: {os.strerror(error)}")
+    memory = (ctypes.c_char * size).from_address(address)
+    weakref.finalize(memory, _libc.munmap, address, size)
+    return memoryview(memory).cast("B").toreadonly()
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, plus datetime64/timedelta64 arrays reduced to int64 so they go out-of-band."""
 
@@ -342,8 +416,8 @@ def serialize(value: Any, what: str = "the result", *, use_mapping: bool | None 
         raise UnserializableResultError(
             what,
             f"{type(exc).__name__}: {exc}",
-            "Cache objects that can't be pickled (connections, models, locks) with "
-            "%%cache_resource or @cache_resource, or name only the variables to keep.",
+            "Objects that can't be pickled (connections, models, locks) must be cached as "
+            "resources (kept as they are, not copied), or left out of the result.",
         ) from exc
     mapping = _memfd_available() if use_mapping is None else use_mapping and _memfd_available()
     return _pack(stream.getvalue(), views, mapping)
