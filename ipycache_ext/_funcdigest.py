@@ -113,23 +113,40 @@ class FunctionDigest:
         return False
 
     def _unhashable(self, exc: Unhashable) -> UnhashableInputError:
-        """Name the global (or closure variable) the function reads that can't be hashed."""
+        """Name the default, global or closure variable of the function that can't be hashed."""
         func = self._func
         name = getattr(func, "__qualname__", repr(func)).rsplit("<locals>.", 1)[-1]
+        reason = f"{exc.value_type.__qualname__}: {exc.reason}"
+        defaults: list[tuple[str, Any]] = []
         suspects: list[tuple[str, Any]] = []
         if isinstance(func, types.FunctionType):
-            namespace, code = func.__globals__, func.__code__
+            code = func.__code__
+            positional = code.co_varnames[: code.co_argcount]
+            defaults += list(zip(positional[len(positional) - len(func.__defaults__ or ()) :],
+                                 func.__defaults__ or (), strict=True))  # fmt: skip
+            defaults += list((func.__kwdefaults__ or {}).items())
+            namespace = func.__globals__
             suspects += [(n, namespace[n]) for n in global_names(code) if n in namespace]
             cells = zip(code.co_freevars, func.__closure__ or (), strict=False)
             suspects += [(n, _cell_contents(c)) for n, c in cells]
+        for parameter, value in defaults:
+            if not self._hashes(value):
+                return UnhashableInputError(
+                    parameter,
+                    type(value),
+                    reason,
+                    f"It is the default of {name}()'s parameter `{parameter}`: defaults are part of the "
+                    "function's code, so of its key, even for a `_`-named parameter. Pass it at each "
+                    "call instead (a `_`-named argument is not hashed), default to None and make it "
+                    f"inside, or say what identifies it with hash_funcs={{{type_name(type(value))}: "
+                    "lambda value: ...}.",
+                )
         for variable, value in suspects:
-            try:
-                digest(value, hash_funcs=self._hash_funcs)
-            except Unhashable:
+            if not self._hashes(value):
                 return UnhashableInputError(
                     variable,
                     type(value),
-                    f"{exc.value_type.__qualname__}: {exc.reason}",
+                    reason,
                     f"{name} reads `{variable}`, so its value is part of the key. Pass it as a "
                     f"parameter named `_{variable}` to leave it out, or say what identifies it "
                     f"with hash_funcs={{{type_name(type(value))}: lambda value: ...}}.",
@@ -137,10 +154,17 @@ class FunctionDigest:
         return UnhashableInputError(
             name,
             type(func),
-            f"{exc.value_type.__qualname__}: {exc.reason}",
+            reason,
             "Its defaults or the values it reads can't be hashed: pass them as parameters named "
             "with a leading underscore, or give hash_funcs for their type.",
         )
+
+    def _hashes(self, value: Any) -> bool:
+        try:
+            digest(value, hash_funcs=self._hash_funcs)
+        except Unhashable:
+            return False
+        return True
 
 
 def _cell_contents(cell: types.CellType) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from ipycache_ext import CacheStore, _spinner
+from ipycache_ext import CacheStore, UnhashableInputError, _spinner
 from ipycache_ext._decorator_options import parse_byte_size
 from ipycache_ext._decorators import AwaitableResultError, cache_data, cache_resource
 
@@ -439,3 +439,19 @@ def test_a_clear_during_a_background_refresh_keeps_the_refresh_out(
 def test_bad_refresh_options_are_refused_with_the_way_out(options: dict[str, Any], message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         cache_data(**options)
+
+
+def test_an_unhashable_default_is_named_with_the_ways_out(cached: CacheStore) -> None:
+    """Defaults are part of the function's code; Streamlit hashes only the source text."""
+    with pytest.raises(UnhashableInputError) as caught:
+
+        @cache_data
+        def fetch(url: str, _session: object = threading.Lock()) -> str:  # noqa: B008
+            return url
+
+        fetch("a")
+    message = str(caught.value)
+    assert caught.value.name == "_session"
+    assert "default of fetch()'s parameter `_session`" in message
+    assert "Pass it at each call" in message
+    assert "hash_funcs=" in message
