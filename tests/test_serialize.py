@@ -44,10 +44,10 @@ def test_notebook_functions_travel_by_value() -> None:
     assert stored.load()(2) == 6
 
 
-def test_unpicklable_values_say_to_use_cache_resource() -> None:
+def test_unpicklable_values_say_to_cache_them_as_resources() -> None:
     with pytest.raises(UnserializableResultError) as info:
         serialize({"lock": threading.Lock()}, "the result")
-    assert "cache_resource" in str(info.value) and "the result" in str(info.value)
+    assert "cached as resources" in str(info.value) and "the result" in str(info.value)
 
 
 def _open_fds() -> int:
