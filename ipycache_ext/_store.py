@@ -14,9 +14,11 @@ callable; the store decides whether to call it and guarantees that:
 - a persistent tier that fails costs a warning, never a cell, ``stats()`` or ``clear()``.
 
 Each job has its own module: ``_table`` (entries, LRU indexes, budget, limits),
-``_expiry`` (the expiry heap and thread), ``_flight`` (single flight), ``_events``
+``_expiry`` (the expiry heap and thread), ``_flight`` (single flight), ``_fill`` (a
+miss: found in a tier, or computed, then kept and written through), ``_events``
 (subscribers), ``_tier`` (the guarded persistent tiers), ``_stats`` (counters). This
-module holds them together under one lock and keeps the import path of every name.
+module holds them together under one lock, serves hits, removes and releases, and keeps
+the import path of every name.
 
 The clock is a constructor argument (as in cachetools' ``TTLCache``) so tests tick a fake
 timer instead of sleeping; it is wall-clock time by default because expiry times are
@@ -30,14 +32,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ._entry import KINDS, Dependencies, Entry, EntryInfo, Kind, Lookup, Where
 from ._events import StoreEvent, Subscribers
 from ._expiry import ExpiryThread
+from ._fill import Filler, MissRequest
 from ._flight import Flight, Flights
-from ._format import format_size
 from ._serialize import held_bytes
 from ._stats import CacheStats, Counters
 from ._table import EntryTable, Removed
@@ -84,24 +85,6 @@ class Cleared(int):
         return cleared
 
 
-@dataclass(frozen=True)
-class _Request:
-    """What a miss needs to know to compute, keep and persist an entry."""
-
-    kind: Kind
-    label: str
-    names: tuple[str, ...]
-    group: str
-    ttl: float | None
-    max_entries: int | None
-    on_release: Callable[[Any], Any] | None
-    miss_reason: str | Callable[[], str | None] | None
-    dependencies: Dependencies | Callable[[], Dependencies] | None
-    inputs: Mapping[str, str]
-    where: Where | None
-    refresh: bool
-
-
 class CacheStore:
     """A thread-safe store of cache entries shared by every front end in the kernel."""
 
@@ -124,6 +107,7 @@ class CacheStore:
         self._operations = 0  # counted for the expiry thread: it backs off while they run
         self._closed = False
         self._tier: Tier | None = None
+        self._filler = Filler(self)
 
     # ----------------------------------------------------------------- settings
     def now(self) -> float:
@@ -315,7 +299,7 @@ class CacheStore:
                     if shared is not None:
                         return shared
                 return Lookup(lookup.value, False, lookup.entry)
-            request = _Request(  # built on a miss only: hits stay cheap
+            request = MissRequest(  # built on a miss only: hits stay cheap
                 kind=kind,
                 label=label,
                 names=tuple(names),
@@ -329,151 +313,7 @@ class CacheStore:
                 where=where if self._tier is not None else None,
                 refresh=refresh,
             )
-            return self._fly(key, create, flight, request)
-
-    def _fly(self, key: str, create: Callable[[], tuple[Any, int | None]], flight: Flight | None,
-             request: _Request) -> Lookup:  # fmt: skip
-        """Fill the key as the flight's owner (or inline, re-entrant); waiters get the outcome."""
-        __tracebackhide__ = True
-        lookup: Lookup | None = None
-        try:
-            lookup = self._fill(key, create, request)
-            return lookup
-        except BaseException as exc:
-            if flight is not None:
-                flight.error = exc
-            raise
-        finally:
-            if flight is not None:  # also when interrupted where nothing could be recorded
-                with self._lock:
-                    self._flights.land(key, flight)
-                flight.lookup = lookup
-                if lookup is None and flight.error is None:
-                    flight.error = RuntimeError(f"computing {request.label!r} was interrupted")
-                flight.done.set()
-
-    def _fill(self, key: str, create: Callable[[], tuple[Any, int | None]], request: _Request) -> Lookup:
-        """A persisted entry found again, or one computed now (claimed in the tiers meanwhile)."""
-        __tracebackhide__ = True
-        tier, where = self._tier, request.where
-        if tier is None or where is None:
-            return self._compute(key, create, request)
-        restored = None if request.refresh else tier.load(key, where, self._timer())
-        if restored is not None:
-            return self._keep(
-                key, request, restored.value, restored.size, restored.compute_seconds, restored=restored
-            )
-        with tier.claim(key, where, self._timer()) as claimed:
-            if claimed is not None and not request.refresh:  # another kernel computed it meanwhile
-                return self._keep(
-                    key, request, claimed.value, claimed.size, claimed.compute_seconds, restored=claimed
-                )
-            return self._compute(key, create, request)
-
-    def _compute(self, key: str, create: Callable[[], tuple[Any, int | None]], request: _Request) -> Lookup:
-        __tracebackhide__ = True
-        started = time.perf_counter()
-        try:
-            value, size = create()
-        except BaseException:
-            with self._lock:
-                self._counters.misses += 1
-            raise
-        return self._keep(key, request, value, size, time.perf_counter() - started, restored=None)
-
-    def _keep(self, key: str, request: _Request, value: Any, size: int | None, elapsed: float, *,
-              restored: Restored | None) -> Lookup:  # fmt: skip
-        """Store what was computed or restored, write a new value through to the tiers."""
-        reason = request.miss_reason() if callable(request.miss_reason) else request.miss_reason
-        if restored is not None:
-            dependencies = tuple(restored.dependencies)
-        elif callable(request.dependencies):
-            dependencies = tuple(request.dependencies())
-        else:
-            dependencies = tuple(request.dependencies or ())
-        removed: Removed = []
-        with self._lock:
-            now = self._timer()
-            if restored is None:
-                self._counters.misses += 1
-                created, expires = now, (None if request.ttl is None else now + request.ttl)
-            else:
-                self._counters.hit(elapsed)
-                created, expires = restored.created, restored.expires
-            entry = Entry(
-                key=key,
-                kind=request.kind,
-                label=request.label,
-                names=request.names,
-                group=request.group,
-                value=value,
-                size=size,
-                created=created,
-                expires=expires,
-                compute_seconds=elapsed,
-                on_release=request.on_release,
-                miss_reason=reason,
-                inputs=request.inputs,
-                last_used=now,
-                persisted=restored is not None,
-                hits=0 if restored is None else 1,  # found in a tier: that was a hit
-                dependencies=dependencies,
-                computed_by=None if restored is None else restored.computed_by,
-                shared=restored is not None and restored.where == "team",
-            )
-            kept = not (entry.kind == "data" and size is not None and size > self._table.memory_budget)
-            if kept:
-                self._table.insert(entry, request.max_entries, removed)
-                if expires is not None and self._table.expiry.earliest() == expires:
-                    self._changed.notify_all()  # the expiry thread sleeps until the earliest one
-            else:  # a refresh too: the value it replaces is outdated, even if this one isn't kept
-                self._table.remove(key, "replaced", removed)
-            lookup = Lookup(value, restored is not None, entry.snapshot() if kept else None)
-        saved = False
-        if request.where is not None and restored is None:
-            saved = self._write_through(entry, request.where)
-            if saved and kept:
-                with self._lock:
-                    if self._table.get(key) is entry:
-                        lookup = Lookup(value, False, entry.snapshot())
-        if kept:
-            self._subscribers.emit(StoreEvent("added", key, entry.kind))
-        else:
-            self._too_large(entry, written=saved, restored=restored is not None)
-        self._after(removed)
-        return lookup
-
-    def _write_through(self, entry: Entry, where: Where) -> bool:
-        """Save a new value to the tiers (slow I/O: outside the lock).
-
-        If it can't be written, an older file under the same key (a refresh) must go too,
-        or the next kernel would find the outdated value.
-        """
-        assert self._tier is not None
-        saved = self._tier.save(entry.key, entry.value, entry.snapshot(), where)
-        if not saved:
-            self._tier.delete(entry.key)
-            return False
-        with self._lock:
-            entry.persisted = True
-            entry.shared = where == "team"
-        return True
-
-    def _too_large(self, entry: Entry, *, written: bool, restored: bool) -> None:
-        where = (
-            "; it was read from disk and is served from there"
-            if restored
-            else "; it was written to disk, where it is found again"
-            if written
-            else ""
-        )
-        warnings.warn(
-            f"{entry.label!r}: the result ({format_size(entry.size)}) is larger than the whole memory "
-            f"budget ({format_size(self._table.memory_budget)}), so it was not cached in memory{where}. "
-            "Raise the store's memory_budget to keep it in memory.",
-            RuntimeWarning,
-            stacklevel=5,
-        )
+            return self._filler.fly(key, create, flight, request)
 
     def _still_valid(self, entry: Entry, validate: Callable[[Any], Any]) -> bool:
         with self._lock:  # release hooks ran since the look: the entry may have left (value None)
