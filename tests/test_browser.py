@@ -51,10 +51,13 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOTEBOOK = "cache_e2e.ipynb"
 CELLS = [
-    "%load_ext ipycache_ext\nimport sqlite3",
+    # a small budget, so the memory chart has something to show
+    "%load_ext ipycache_ext\n%config CacheMagics.memory_budget = 65_536\nimport sqlite3\nn = 1000",
     # 1: a miss; 2: the same cell again, a hit. `math` is bound too, but a module: not listed
-    "%%cache_data --ttl 90\nanswer = sum(range(1000))\nimport math, time\ntime.sleep(0.2)\nanswer",
-    "%%cache_data --ttl 90\nanswer = sum(range(1000))\nimport math, time\ntime.sleep(0.2)\nanswer",
+    "%%cache_data --ttl 90\nanswer = sum(range(n))\nsquares = [i * i for i in range(n)]\n"
+    "import math, time\ntime.sleep(0.2)\nanswer",
+    "%%cache_data --ttl 90\nanswer = sum(range(n))\nsquares = [i * i for i in range(n)]\n"
+    "import math, time\ntime.sleep(0.2)\nanswer",
     # 3: a resource whose label is long (cut with an ellipsis at 900 px)
     '%%cache_resource\nconn = sqlite3.connect(":memory:", check_same_thread=False)  # shared by every hit',
     # 4: expires while the test watches
@@ -321,16 +324,16 @@ def test_statuses_and_panel_follow_the_cache(server: Server, request: pytest.Fix
             expect(status(ANSWER + 1).locator(".ipycache-recompute")).to_be_visible()
 
             # ---- the panel: labels that say which cell, names without modules, sizes
-            answer_row = rows.filter(has_text="answer = sum(range(1000))")
+            answer_row = rows.filter(has_text="answer = sum(range(n))")
             conn_row = rows.filter(has_text="conn = sqlite3.connect")
             expect(answer_row).to_have_count(1)
-            # not "answer, math, time": imported modules are not what the cell computed
-            expect(answer_row.locator(".ipycache-col-names")).to_have_text("answer")
+            # not "answer, squares, math, time": imported modules are not what the cell computed
+            expect(answer_row.locator(".ipycache-col-names")).to_have_text("answer, squares")
             expect(conn_row.locator(".ipycache-col-names")).to_have_text("conn")
             expect(conn_row.locator(".ipycache-col-size")).to_have_text("shared")
             expect(answer_row.locator(".ipycache-col-hits")).to_have_text("1")
-            expect(panel.locator(".ipycache-header")).to_contain_text("3 entries · memory")
-            expect(panel.locator(".ipycache-header")).to_contain_text("1 hit / 3 misses")
+            summary = panel.locator(".ipycache-header")
+            expect(summary).to_contain_text(re.compile(r"3 entries · memory .* of 64.0 KiB · 1 hit / 3 miss"))
             expect(panel.locator(".ipycache-chart-segment")).to_have_count(2)  # two data entries
 
             # ---- countdown, in the status and in the panel, by the kernel's threads alone
@@ -361,7 +364,7 @@ def test_statuses_and_panel_follow_the_cache(server: Server, request: pytest.Fix
             expect(details).to_contain_text("first run")
             expect(details).to_contain_text("lives in")
             expect(details).to_contain_text("memory")
-            expect(details).to_contain_text("inputs")
+            expect(details.locator(".ipycache-inputs")).to_contain_text("n ")  # `n` and its digest
 
             panel.screenshot(path=str(ARTIFACTS / f"{prefix}-panel.png"))
             cells.nth(ANSWER + 1).locator(".jp-Cell-outputWrapper").screenshot(
