@@ -158,7 +158,7 @@ class EffectRecorder:
                 continue
             if isinstance(value, types.ModuleType):
                 self._module(value, name)
-            elif isinstance(value, type) and value.__module__ == main:
+            elif isinstance(value, type) and getattr(value, "__module__", None) == main:
                 self._targets[("name", name)] = (value, dict(vars(value)), False)
         for module_name, module in _local_modules():
             if module_name != main:

@@ -36,22 +36,20 @@ def serve(result: CellResult, namespace: MutableMapping[str, Any], stored: Any) 
     """Bind ``result`` into ``namespace`` and apply its effects, as the run left them.
 
     ``stored`` is what the store keeps: a pickle for data (``result`` is a fresh copy, ours
-    to change), the result itself for a resource (the very objects: nothing is rebuilt).
+    to change), the result itself for a resource (the very objects, shared by every hit:
+    nothing in them is rebuilt, and the stored bindings are not changed).
     """
-    bindings = result.bindings
-    effects = getattr(result, "effects", None)
-    if isinstance(stored, SerializedValue):
-        if _carries_code(stored):
-            _rehome(result, Rehome(namespace))
-            effects = getattr(result, "effects", None)
-        replace = _replay_changes(result, namespace)
-        if replace:
-            _rehome(result, Rehome(namespace, replace, code=False))
-            effects = getattr(result, "effects", None)
-        bindings = result.bindings
+    data = isinstance(stored, SerializedValue)
+    if data and _carries_code(stored):
+        _rehome(result, Rehome(namespace))
+    bindings = result.bindings if data else dict(result.bindings)
+    replace = _replay_changes(getattr(result, "changed", ()), bindings, namespace)
+    if replace and data:  # other references to a changed copy (`view = df`, `pair = (df, 1)`)
+        _rehome(result, Rehome(namespace, replace, code=False))
     namespace.update(bindings)
     for name in result.deleted:
         namespace.pop(name, None)
+    effects = getattr(result, "effects", None)
     if isinstance(effects, KernelEffects):
         effects.apply(namespace)
 
@@ -79,19 +77,21 @@ def _rehome(result: CellResult, walk: Rehome) -> None:
         result.effects = dataclasses.replace(effects, attributes=attributes)
 
 
-def _replay_changes(result: CellResult, namespace: MutableMapping[str, Any]) -> dict[int, Any]:
-    """Transplant each changed input into the namespace's object; the ids now stood for."""
+def _replay_changes(changed: tuple[str, ...], bindings: dict[str, Any],
+                    namespace: MutableMapping[str, Any]) -> dict[int, Any]:  # fmt: skip
+    """Transplant each changed input into the namespace's object; the ids it now stands for."""
     replace: dict[int, Any] = {}
-    for name in getattr(result, "changed", ()):
-        if name not in result.bindings or name not in namespace:
+    for name in changed:
+        if name not in bindings or name not in namespace:
             continue
-        target, state = namespace[name], result.bindings[name]
+        target, state = namespace[name], bindings[name]
         if transplant(target, state):
             replace[id(state)] = target
+            bindings[name] = target
             continue
         if isinstance(target, _SHARED_ATOMS):
             continue  # immutable: never changed in place, and equal ones are shared objects
         for alias, value in list(namespace.items()):  # can't be changed in place: every alias moves
-            if value is target and alias not in result.bindings:
-                result.bindings[alias] = state
+            if value is target and alias not in bindings:
+                bindings[alias] = state
     return replace

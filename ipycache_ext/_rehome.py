@@ -19,6 +19,7 @@ by the namespace object its state was transplanted into. Nothing here imports IP
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import types
@@ -30,9 +31,20 @@ __all__ = ["Rehome", "carries_code"]
 _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), range, bytearray, memoryview})
 _OPAQUE_ROOTS = frozenset({"numpy", "pandas", "pyarrow", "polars", "torch", "scipy"})
 _MAX_DEPTH = 400
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
+_WALKED_BUILTINS = frozenset(
+    {list, tuple, dict, set, frozenset, type, types.FunctionType, types.MethodType, functools.partial,
+     collections.OrderedDict, collections.defaultdict, collections.deque, types.SimpleNamespace}
+)  # fmt: skip
 _SKIP_CLASS_ATTRS = frozenset(
     {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__slotnames__"}
 )
+
+
+def module_of(kind: type) -> str:
+    """A class's module name; "" where it is no string (some C metatypes expose a descriptor)."""
+    module = getattr(kind, "__module__", None)
+    return module if isinstance(module, str) else ""
 
 
 def carries_code(pickled: bytes) -> bool:
@@ -59,7 +71,9 @@ class Rehome:
         known = self._memo.get(id(obj), _NONE)
         if known is not _NONE:
             return known
-        if depth > _MAX_DEPTH or kind.__module__.partition(".")[0] in _OPAQUE_ROOTS:
+        if depth > _MAX_DEPTH or (not kind.__flags__ & _HEAPTYPE and kind not in _WALKED_BUILTINS):
+            return obj  # a C type (a Cython function, a library's object) holds no notebook code
+        if module_of(kind).partition(".")[0] in _OPAQUE_ROOTS:
             return obj
         self._keep.append(obj)
         self._memo[id(obj)] = obj  # cycles meet the object itself until it is replaced
@@ -81,6 +95,14 @@ class Rehome:
             return obj
         if isinstance(obj, dict):
             self._dict(obj, depth)
+            if isinstance(obj, collections.defaultdict) and obj.default_factory is not None:
+                obj.default_factory = self.fix(obj.default_factory, depth)
+        elif isinstance(obj, collections.deque):
+            items = [self.fix(item, depth) for item in obj]
+            if any(new is not old for new, old in zip(items, obj, strict=True)):
+                obj.clear()
+                obj.extend(items)
+            return obj
         elif isinstance(obj, set):
             items = [self.fix(item, depth) for item in obj]
             if any(new is not old for new, old in zip(items, obj, strict=True)):
@@ -154,7 +176,7 @@ class Rehome:
             self._dict(func.__dict__, depth)
 
     def _class(self, cls: type, depth: int) -> Any:
-        if not self._code or cls.__module__ != self.module:
+        if not self._code or module_of(cls) != self.module:
             return cls
         held = self.namespace.get(cls.__qualname__) if "." not in cls.__qualname__ else None
         if isinstance(held, type) and held is not cls and same_class(held, cls):

