@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from ._async_calls import AsyncFlights
 from ._background import BackgroundRefresher
-from ._computing import Computation, Function, Generations, Superseded, release_unused
+from ._computing import Computation, Function, Superseded, release_unused
 from ._decorator_options import DecoratorOptions
 from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
 from ._errors import UnhashableInputError
@@ -71,7 +71,7 @@ class CachedFunction(Generic[P, R]):
         self._code = FunctionDigest(func, options.hash_funcs)
         self._plans: dict[Hashable, tuple[Request, Plan]] = {}
         self._last_engine: CacheEngine | None = None  # engine_for(store) of the last call
-        self._generations = Generations(decorator.generations)
+        self._generations = decorator.function_generations(self._identity)
         self._miss = Function(func, options, self._name, self._generations)
         self._flights = AsyncFlights()
         self._background = (

@@ -10,6 +10,7 @@ serve alike. The signatures are Streamlit 1.67's; this module checks the options
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -55,9 +56,19 @@ class _CacheDecorator:
     def __init__(self) -> None:
         self.store: CacheStore | None = None  # None: get_store(); tests and embedders set one
         self.generations = Generations()  # clear() while a function computes: it keeps its result
+        self._functions: dict[str, Generations] = {}
+        self._functions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<ipycache_ext.{self.name}>"
+
+    def function_generations(self, identity: str) -> Generations:
+        """The clears of one function, shared by every decoration of it (a cell run again)."""
+        with self._functions_lock:
+            found = self._functions.get(identity)
+            if found is None:
+                found = self._functions[identity] = Generations(self.generations)
+            return found
 
     def clear(self) -> None:
         """Drop every entry of this kind in the store (the cell magics' ones too, and on disk)."""

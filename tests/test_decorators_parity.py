@@ -455,3 +455,17 @@ def test_an_unhashable_default_is_named_with_the_ways_out(cached: CacheStore) ->
     assert "default of fetch()'s parameter `_session`" in message
     assert "Pass it at each call" in message
     assert "hash_funcs=" in message
+
+
+def test_a_clear_from_the_function_defined_again_stops_the_old_definitions_write(cached: CacheStore) -> None:
+    """A cell run again decorates the function anew; its clear() covers the old one's call."""
+    started, go = threading.Event(), threading.Event()
+    source = "@cache_data\ndef load(x, _started, _go):\n    _started.set()\n    assert _go.wait(5)\n    return x"
+    old, new = define(source)["load"], define(source)["load"]
+    thread = threading.Thread(target=old, args=(1, started, go))
+    thread.start()
+    assert started.wait(5)
+    new.clear()
+    go.set()
+    thread.join(5)
+    assert cached.entries() == []
