@@ -83,8 +83,12 @@ def publish_status(
 
 
 def _publish(shell: Any, status: CellStatus) -> None:
-    status.refresh()  # what it says when it appears (a hit in the same cell, say)
-    shell.display_pub.publish(data=status.mimebundle(), metadata={})
+    try:
+        status.refresh()  # what it says when it appears (a hit in the same cell, say)
+        shell.display_pub.publish(data=status.mimebundle(), metadata={})
+    except Exception:  # the status is cosmetic: never an error under the user's cell for it
+        _log.exception("ipycache_ext: the cell status could not be shown")
+        status.close()
 
 
 def _in_a_cell(shell: Any) -> bool:
