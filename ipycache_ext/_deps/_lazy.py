@@ -40,10 +40,11 @@ def files_of(value: Any) -> list[str] | None:
             return [_absolute(name)] if isinstance(name, str) else None
         if module.startswith("pandas") and type(value).__name__ == "HDFStore":
             return [_absolute(value.filename)]
-        if hasattr(value, "readable") and hasattr(value, "name") and isinstance(value.name, str):
+        name = getattr(value, "name", None)
+        if hasattr(value, "readable") and isinstance(name, str) and not name.startswith("<"):  # not <stdin>
             mode = getattr(value, "mode", "r")
             if not getattr(value, "closed", False) and value.readable() and "r" in str(mode):
-                return [_absolute(value.name)]
+                return [_absolute(name)]
     except Exception:  # a value we can't introspect is hashed as usual
         return None
     return None
