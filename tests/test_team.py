@@ -192,3 +192,22 @@ def test_a_bad_trusted_key_turns_the_team_tier_off_with_one_warning(tmp_path: Pa
     with pytest.warns(RuntimeWarning, match="team cache is off.*ed25519"):
         assert open_team(TeamSettings(url=f"file://{tmp_path}/t", trusted_keys=("alice ed25519:bad!",),
                                       key_path=tmp_path / "k.pem")) is None  # fmt: skip
+
+
+def test_the_ttl_is_the_servers_expiry(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    assert alice.save("t1", serialize("short-lived"), entry(expires=time.time() + 1.0), "team")
+    assert _team_keys(redis_url) != []
+    time.sleep(1.3)
+    assert _team_keys(redis_url) == []  # manifest and chunks expired on the server itself
+
+
+def test_kernels_never_delete_team_entries(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    alice.save("d1", serialize(1), entry(), "team")
+    before = _team_keys(redis_url)
+    alice.delete("d1")
+    assert alice.clear() == 0  # the local disk is empty already
+    assert _team_keys(redis_url) == before
+    found = alice.load("d1", "team")  # still a hit from the team
+    assert found is not None and found.where == "team"
