@@ -211,6 +211,8 @@ def test_attribute_names_are_not_global_reads() -> None:
     assert digest(ns["width_of"]) == before
     ns["_db"] = 1
     assert digest(ns["width_of"]) != before
+    writer = notebook("def reset():\n    global counter\n    counter = 0\n")
+    assert global_names(writer["reset"].__code__) == []  # written, never read
 
 
 def test_globals_read_in_nested_code_and_class_bodies_count() -> None:

@@ -237,3 +237,15 @@ def test_a_decorated_function_importing_a_local_module_sees_its_edits(
     run(shell, "importlib.reload(sys.modules['km_dec'])")
     assert run(shell, "load()") == 2
     assert store.stats().misses == 2
+
+
+def test_a_relative_import_in_a_package_function_is_resolved_and_keyed(modules: Write) -> None:
+    modules("km_rel/__init__.py", "")
+    modules("km_rel/b.py", "def g():\n    return 1\n")
+    modules("km_rel/a.py", "def f():\n    from . import b\n    return b.g()\n")
+    a = importlib.import_module("km_rel.a")
+    before = digest(a.f)
+    assert a.f() == 1 and digest(a.f) == before
+    modules("km_rel/b.py", "def g():\n    return 2\n")
+    importlib.reload(sys.modules["km_rel.b"])
+    assert digest(a.f) != before
