@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ipycache_ext._deps import files_of, first_change, recording
+from ipycache_ext._deps import files_in, files_of, first_change, recording
 
 Deps = tuple[dict[str, Any], ...]
 
@@ -441,6 +441,12 @@ def test_files_of_lazy_readers_and_connections(here: pathlib.Path) -> None:
         assert files_of(handle) == [str(here / "parts" / "a.parquet")]
     assert files_of(pd.DataFrame()) is None
     assert files_of(42) is None
+    conn = sqlite3.connect("shop.db")
+    assert files_in({"db": conn, "n": 1}.values(), [ds.dataset("parts")]) == (
+        str(here / "shop.db"),
+        str(here / "parts" / "a.parquet"),
+    )
+    conn.close()
 
 
 def test_polars_readers_and_lazy_frames(here: pathlib.Path) -> None:

@@ -21,7 +21,18 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from typing import Any
+
+
+def files_in(*groups: Iterable[Any]) -> tuple[str, ...]:
+    """The files behind every value of ``groups`` (a computation's inputs), for ``declared=``."""
+    found: dict[str, None] = {}
+    for group in groups:
+        for value in group:
+            for path in files_of(value) or ():
+                found.setdefault(path)
+    return tuple(found)
 
 
 def files_of(value: Any) -> list[str] | None:
