@@ -65,6 +65,11 @@ __all__ = [
 
 HashFuncs = Mapping[type | str, Callable[[Any], Any]]
 
+# Every digest starts with this: a change of encoding changes it, so entries persisted by an
+# older encoding are never confused with new ones (they simply miss).
+# 2: dicts in order, objects by their reduction, live local modules, 4 MiB pieces.
+KEY_FORMAT = b"ipycache-digest-2"
+
 # Kept under its old name: the decorators ask it whether a function is a library's.
 _module_is_library = module_is_library
 
@@ -119,6 +124,7 @@ class HashContext(Protocol):
 def digest(value: Any, *, hash_funcs: HashFuncs | None = None, context: HashContext | None = None) -> str:
     """The hex digest (32 characters) of ``value``'s content. Raises Unhashable."""
     walker = Walker(hash_funcs, context)
+    walker.h.update(KEY_FORMAT)
     try:
         walker.walk(value)
     except RecursionError:
