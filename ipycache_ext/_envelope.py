@@ -7,22 +7,38 @@ is parsed before it verifies; the header is bounded in size and its parse guarde
 file can make a reader recurse or allocate without limit. The header's ``generation`` is a
 fresh random tag per write: the backend's index says which tags are current, so an older
 entry copied back over a newer one is refused (``stale``).
+
+Format 3 (the local disk tier) lays the buffers out so that they can be mapped instead of
+read: ``prefix | header | pickle stream | signature | padding | buffer | padding | buffer...``,
+each buffer on a 4 KiB boundary. The signature covers the prefix (which says where the
+buffers start), the header and the pickle stream; the header holds each buffer's offset,
+length and xxh3-128 digest (``_serialize.buffer_digest``), so the pickle stream is still
+verified before it is unpickled, and every buffer is checked against its signed digest
+before any of it is handed out. xxh3 guards against damage, not forgery: a forger would
+have to write into the owner's 0700 cache directory, which is why the team tier (whose
+store others can write to) keeps format 2, signed over every byte.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._serialize import buffer_digest
 from ._signing import Signer, Verifier
 
 FORMAT_VERSION = 2
+MAPPED_VERSION = 3  # buffers page-aligned, each with a digest in the signed header
 MAGIC = b"IPYCACHE"
 PREFIX = struct.Struct("<8sHB32sI")  # magic, format version, scheme, signer id, header length
+# format 3: ... header length, signed length (prefix + header + pickle stream), start of the buffers
+PREFIX_MAPPED = struct.Struct("<8sHB32sIQQ")
+ALIGN = 4096
 MAX_HEADER = 1 << 20  # bytes; a header is a few hundred (dependencies: a few KB)
 _SIGNATURE_SIZES = {1: 32, 2: 64}
 
@@ -51,6 +67,8 @@ class EntryHeader:
     generation: str = field(default_factory=lambda: secrets.token_hex(8))
     size: int = 0
     layout: tuple[int, ...] = ()  # length of the pickle stream, then of each buffer
+    offsets: tuple[int, ...] = ()  # format 3: each buffer's offset from the start of the buffers
+    digests: tuple[str, ...] = ()  # format 3: each buffer's buffer_digest, in hex
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -63,6 +81,8 @@ class EntryHeader:
                 raise TypeError("not an object")
             raw["names"] = tuple(str(name) for name in raw["names"])
             raw["layout"] = tuple(int(length) for length in raw["layout"])
+            raw["offsets"] = tuple(int(offset) for offset in raw.get("offsets", ()))
+            raw["digests"] = tuple(str(digest) for digest in raw.get("digests", ()))
             raw["dependencies"] = tuple(dict(item) for item in raw.get("dependencies", ()))
             header = cls(**raw)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
@@ -73,9 +93,19 @@ class EntryHeader:
 
 
 def seal(
-    header: EntryHeader, meta: bytes | memoryview, buffers: list[memoryview], signer: Signer
+    header: EntryHeader,
+    meta: bytes | memoryview,
+    buffers: list[memoryview],
+    signer: Signer,
+    *,
+    mapped: bool = False,
 ) -> tuple[EntryHeader, int, Iterator[bytes | memoryview]]:
-    """The signed entry as pieces to stream (nothing is joined), its header and total size."""
+    """The signed entry as pieces to stream (nothing is joined), its header and total size.
+
+    ``mapped``: format 3 (buffers aligned, digests in the header) instead of format 2.
+    """
+    if mapped:
+        return _seal_mapped(header, meta, buffers, signer)
     layout = (memoryview(meta).nbytes, *(b.nbytes for b in buffers))
     header = EntryHeader(**{**asdict(header), "layout": layout, "size": sum(layout)})
     encoded = header.to_json()
@@ -95,6 +125,95 @@ def seal(
     return header, total, pieces()
 
 
+def _seal_mapped(
+    header: EntryHeader, meta: bytes | memoryview, buffers: list[memoryview], signer: Signer
+) -> tuple[EntryHeader, int, Iterator[bytes | memoryview]]:
+    layout = (memoryview(meta).nbytes, *(b.nbytes for b in buffers))
+    offsets, end = [], 0
+    for buffer in buffers:
+        offsets.append(end)
+        end += -(-buffer.nbytes // ALIGN) * ALIGN
+    digests = tuple(buffer_digest(buffer).hex() for buffer in buffers)
+    fields = {**asdict(header), "layout": layout, "size": sum(layout), "offsets": tuple(offsets)}
+    header = EntryHeader(**{**fields, "digests": digests})
+    encoded = header.to_json()
+    if len(encoded) > MAX_HEADER:
+        raise ValueError(f"the entry's header is {len(encoded)} bytes, over the {MAX_HEADER} limit")
+    signed_length = PREFIX_MAPPED.size + len(encoded) + layout[0]
+    start = signed_length + signer.size
+    start = -(-start // ALIGN) * ALIGN if buffers else start
+    prefix = PREFIX_MAPPED.pack(
+        MAGIC, MAPPED_VERSION, signer.scheme, signer.signer_id, len(encoded), signed_length, start
+    )
+    total = start + (offsets[-1] + buffers[-1].nbytes if buffers else 0)
+
+    def pieces() -> Iterator[bytes | memoryview]:
+        signature = signer.start()
+        for piece in (prefix, encoded, meta):
+            signature.update(piece)
+            yield piece
+        at = signed_length + signer.size
+        yield signature.finish()
+        for offset, buffer in zip(offsets, buffers, strict=True):
+            if start + offset > at:
+                yield bytes(start + offset - at)
+            yield buffer
+            at = start + offset + buffer.nbytes
+
+    return header, total, pieces()
+
+
+def open_mapped(
+    read: Callable[[int, int], bytes | memoryview], size: int, verifier: Verifier
+) -> tuple[EntryHeader, memoryview, list[tuple[int, int]], list[bytes]]:
+    """Format 3: verify the signed part (read with ``read(offset, length)``), then parse it.
+
+    Returns the header, the pickle stream, each buffer's (file offset, length) and its signed
+    digest. The buffers themselves are not read: the caller checks them against the digests
+    (``SerializedValue.from_file``) before handing any of them out.
+    """
+    head = memoryview(read(0, PREFIX_MAPPED.size))
+    if len(head) < PREFIX_MAPPED.size:
+        raise Refused("it is truncated")
+    magic, version, scheme, signer_id, header_length, signed_length, start = PREFIX_MAPPED.unpack(head)
+    if magic != MAGIC or version != MAPPED_VERSION:
+        raise Refused("it is not an ipycache_ext entry of format 3")
+    signature_size = _SIGNATURE_SIZES.get(scheme)
+    if signature_size is None:
+        raise Refused(f"it uses an unknown signature scheme ({scheme})")
+    if (
+        header_length > MAX_HEADER
+        or signed_length < PREFIX_MAPPED.size + header_length
+        or start < signed_length + signature_size
+        or size < start
+    ):
+        raise Refused("it is truncated")
+    signed = memoryview(read(0, signed_length + signature_size))
+    if len(signed) != signed_length + signature_size:
+        raise Refused("it is truncated")
+    why = verifier.verify(scheme, bytes(signer_id), signed[:signed_length], bytes(signed[signed_length:]))
+    if why is not None:
+        raise Refused(why)
+    header = EntryHeader.from_json(bytes(signed[PREFIX_MAPPED.size : PREFIX_MAPPED.size + header_length]))
+    meta = signed[PREFIX_MAPPED.size + header_length : signed_length]
+    lengths = header.layout[1:]
+    if (
+        len(meta) != header.layout[0]
+        or len(header.offsets) != len(lengths)
+        or len(header.digests) != len(lengths)
+    ):
+        raise Refused("its header does not describe its buffers")
+    spans = [(start + offset, length) for offset, length in zip(header.offsets, lengths, strict=True)]
+    end = spans[-1][0] + spans[-1][1] if spans else start
+    if end != size or any(offset % ALIGN for offset in header.offsets):
+        raise Refused("its length does not match its header")
+    try:
+        digests = [bytes.fromhex(digest) for digest in header.digests]
+    except ValueError:
+        raise Refused("its header does not describe its buffers") from None
+    return header, meta, spans, digests
+
+
 def open_sealed(
     data: bytes | bytearray | memoryview, verifier: Verifier
 ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
@@ -105,6 +224,13 @@ def open_sealed(
     magic, version, scheme, signer_id, header_length = PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise Refused("it is not an ipycache_ext entry")
+    if version == MAPPED_VERSION:
+        header, meta, spans, digests = open_mapped(lambda at, n: view[at : at + n], len(view), verifier)
+        buffers = [view[offset : offset + length] for offset, length in spans]
+        for index, (buffer, digest) in enumerate(zip(buffers, digests, strict=True)):
+            if buffer_digest(buffer) != digest:
+                raise Refused(damaged_buffer(index))
+        return header, meta, buffers
     if version != FORMAT_VERSION:
         raise OtherVersion(version)
     signature_size = _SIGNATURE_SIZES.get(scheme)
@@ -125,6 +251,22 @@ def open_sealed(
         pieces.append(view[start : start + length])
         start += length
     return header, pieces[0], pieces[1:]
+
+
+def damaged_buffer(index: int) -> str:
+    return f"its buffer {index} does not match the digest in its signed header (the file is damaged)"
+
+
+def pread_all(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+    parts, done = [], 0
+    while done < length:
+        got = os.pread(fd, length - done, offset + done)
+        if not got:
+            break
+        parts.append(got)
+        done += len(got)
+    return b"".join(parts)
 
 
 def signer_of(data: bytes | bytearray | memoryview) -> bytes | None:

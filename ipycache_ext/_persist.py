@@ -33,7 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from ._claim import claim as _claim
-from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader, OtherVersion, Refused, open_sealed, seal
+from ._envelope import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAPPED_VERSION,
+    EntryHeader,
+    OtherVersion,
+    Refused,
+    damaged_buffer,
+    open_mapped,
+    open_sealed,
+    pread_all,
+    seal,
+)
 from ._serialize import SerializedValue
 from ._signing import HmacSigner, Signer, Verifier, load_or_create_key, private_directory, whoami
 from ._store import CacheStore, EntryInfo, Restored, Where
@@ -119,7 +131,8 @@ class SignedCache:
 
     def save_parts(self, meta: bytes | memoryview, buffers: list[memoryview], header: EntryHeader) -> bool:
         """``save`` of a value given as its pickle stream and buffers (as ``load_parts`` returns them)."""
-        sealed, size, pieces = seal(header, meta, buffers, self.signer)
+        # the local tier writes format 3 (its buffers are mapped on a restart), a team store format 2
+        sealed, size, pieces = seal(header, meta, buffers, self.signer, mapped=not self.shared)
         ttl = None if sealed.expires is None else max(1.0, sealed.expires - self._timer())
         try:
             self.backend.put(sealed.key, pieces, tag=sealed.generation, size=size, ttl=ttl)
@@ -139,7 +152,15 @@ class SignedCache:
 
     # reading
     def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
-        """The verified value and header, or None (missing, expired, foreign, stale or refused)."""
+        """The verified value and header, or None (missing, expired, foreign, stale or refused).
+
+        A format-3 file of a backend that can hand out its descriptor (``open_file``) is not
+        read: its signed part is verified, its buffers mapped and checked against their
+        signed digests, and hits map them copy-on-write from the file.
+        """
+        if not self.shared and hasattr(self.backend, "open_file"):
+            with contextlib.suppress(_ReadWhole):
+                return self._load_mapped(key)
         found = self.load_parts(key)
         if found is None:
             return None
@@ -181,14 +202,68 @@ class SignedCache:
             return None
         return header, meta, buffers
 
-    def _open(
-        self, key: str, data: Any, current: frozenset[str] | None
-    ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
-        header, meta, buffers = open_sealed(data, self.verifier)
+    def _load_mapped(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
+        """``load`` of a format-3 file without reading its buffers; ``_ReadWhole`` for other files."""
+        try:
+            try:
+                found = self._open_mapped(key, touch=True)
+            except Refused as first:
+                if "older" not in str(first):  # raced a writer's rename? once more, untouched
+                    raise
+                found = self._open_mapped(key, touch=False)
+        except Refused as exc:
+            self._refuse(key, str(exc))
+            return None
+        except BackendUnavailable:
+            raise
+        except OSError as exc:
+            self._report(
+                key,
+                f"could not read the cached entry for key {key[:12]} ({_reason(exc)}); "
+                "it is treated as a miss",
+                unreadable=isinstance(exc, NotARegularFile),
+            )
+            return None
+        if found is None:
+            return None
+        value, header = found
+        if header.expires is not None and self._timer() >= header.expires:
+            self.delete(key)
+            return None
+        return value, header
+
+    def _open_mapped(self, key: str, *, touch: bool) -> tuple[SerializedValue, EntryHeader] | None:
+        opened = self.backend.open_file(key, touch=touch)  # type: ignore[attr-defined]
+        if opened is None:
+            return None
+        fd, current = opened
+        try:
+            size = os.fstat(fd).st_size
+            if pread_all(fd, 8, 2) != MAPPED_VERSION.to_bytes(2, "little"):
+                raise _ReadWhole  # format 2 (or not an entry at all): the reading path decides
+            header, meta, spans, digests = open_mapped(
+                lambda at, n: pread_all(fd, at, n), size, self.verifier
+            )
+            self._check(key, header, current)
+            try:
+                value = SerializedValue.from_file(bytes(meta), fd, spans, digests)
+            except ValueError as damaged:
+                raise Refused(damaged_buffer(int(str(damaged.args[0])))) from None
+        finally:
+            os.close(fd)
+        return value, header
+
+    def _check(self, key: str, header: EntryHeader, current: frozenset[str] | None) -> None:
         if header.key != key:
             raise Refused("it was stored under another key")
         if current is not None and header.generation not in current:
             raise Refused("it is older than the entry last written under this key (an old copy put back?)")
+
+    def _open(
+        self, key: str, data: Any, current: frozenset[str] | None
+    ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
+        header, meta, buffers = open_sealed(data, self.verifier)
+        self._check(key, header, current)
         return header, meta, buffers
 
     def _where(self) -> str:
@@ -249,6 +324,10 @@ class SignedCache:
 
 
 DiskCache = SignedCache  # the name the first version had
+
+
+class _ReadWhole(Exception):
+    """A file the mapping path leaves to the reading path (format 2, or not an entry)."""
 
 
 def _reason(exc: OSError) -> str:

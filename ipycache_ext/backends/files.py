@@ -258,6 +258,28 @@ class FileBackend:
             db.execute("UPDATE entries SET last_used = ? WHERE key = ?", (time.time(), key))
         return Blob(data, self._current(key))
 
+    def open_file(self, key: str, *, touch: bool = True) -> tuple[int, frozenset[str] | None] | None:
+        """An open read-only descriptor of the entry file (the caller closes it) and its current
+        tags, for readers that map the file instead of reading it; None when there is none."""
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotARegularFile(errno.ELOOP, "is a symbolic link", str(self.path(key))) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotARegularFile(errno.EINVAL, "is not a regular file", str(self.path(key)))
+            if touch:
+                with contextlib.suppress(OSError), self._transaction() as db:
+                    db.execute("UPDATE entries SET last_used = ? WHERE key = ?", (time.time(), key))
+            return fd, self._current(key)
+        except BaseException:
+            os.close(fd)
+            raise
+
     def reread(self, key: str) -> Blob | None:
         """Read again without touching: a reader that raced a writer's rename retries once."""
         try:
