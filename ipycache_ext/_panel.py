@@ -63,11 +63,21 @@ def header_text(stats: CacheStats, entries: int, shown: int, matching: int) -> s
     return text
 
 
-def empty_text(kind: Kind | None, entries: int) -> str:
-    """What the list says when it shows no row: an empty cache, or a filter that hides every entry."""
+def empty_text(kind: Kind | None, entries: int, query: str = "") -> str:
+    """What the list says when it shows no row: an empty cache, or filters that hide every entry."""
     if entries == 0:
         return EMPTY
-    return f"No {kind} entries: {plural(entries, 'entry', 'entries')} hidden by the kind filter."
+    what = f"{kind} entries" if kind is not None else "entries"
+    hidden = plural(entries, "entry", "entries")
+    if query:
+        return f"No {what} match “{query}”: {hidden} hidden by the filter."
+    return f"No {what}: {hidden} hidden by the kind filter."
+
+
+def matches(entry: EntryInfo, query: str) -> bool:
+    """The text filter: a case-blind part of the label or of a name (``conn``, ``[12]``, ``fetch(``)."""
+    needle = query.strip().lower()
+    return not needle or needle in entry.label.lower() or any(needle in n.lower() for n in entry.names)
 
 
 class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -95,6 +105,7 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._closed = False
         self._rows: dict[str, PanelRow] = {}  # every entry that has had a row and still lives
         self._shown: list[str] = []  # the keys of the rows on the page, in order
+        self._matching: list[str] = []  # the keys the filters let through, shown or not
         self._page_size = page_size
         self._limit = page_size
         self._period = period
@@ -124,6 +135,10 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             style={"description_width": "auto"},
         )
         self.sort_by.add_class("ipycache-sort")
+        self.search = widgets.Text(
+            placeholder="filter: label or name", continuous_update=True, layout=widgets.Layout(width="180px")
+        )
+        self.search.add_class("ipycache-search")
         self.clear_button = widgets.Button(
             description="Clear all", icon="trash", button_style="danger", layout=widgets.Layout(width="auto")
         )
@@ -139,7 +154,7 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._list = widgets.VBox([self._empty], layout=widgets.Layout(width="100%"))
         self._list.add_class("ipycache-entries")
         self._controls = widgets.HBox(
-            [self.kind_filter, self.sort_by, self.clear_button],
+            [self.kind_filter, self.search, self.sort_by, self.clear_button],
             layout=widgets.Layout(flex_flow="row wrap", grid_gap="4px 12px", align_items="center"),
         )
         self._style = widgets.HTML(PANEL_CSS, layout=widgets.Layout(display="none"))
@@ -161,6 +176,7 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.add_class("ipycache-panel")
 
         self.kind_filter.observe(self._on_view_change, names="value")
+        self.search.observe(self._on_view_change, names="value")
         self.sort_by.observe(self._on_view_change, names="value")
         self.clear_button.on_click(self._on_clear)
         self.more_button.on_click(self._on_more)
@@ -208,7 +224,8 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             everything = self._store.entries()
             stats = self._store.stats()
             kind = self._kind()
-            matching = [e for e in everything if kind in (None, e.kind)]
+            query = str(self.search.value).strip()
+            matching = [e for e in everything if kind in (None, e.kind) and matches(e, query)]
             _, sort_key, largest_first = _SORTS[self.sort_by.value]
             matching.sort(key=sort_key, reverse=largest_first)
             visible = matching[: self._limit]
@@ -234,15 +251,19 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             if self.header.value != header:
                 self.header.value = header
             if not matching:
-                self._empty.value = empty_text(kind, len(everything))
+                self._empty.value = empty_text(kind, len(everything), query)
             chart = chart_html(everything, stats.memory_budget)
             if self.chart.value != chart:
                 self.chart.value = chart
             hidden = len(matching) - len(visible)
             self.more_button.layout.display = None if hidden > 0 else "none"
-            self.clear_button.description = {None: "Clear all", "data": "Clear all data"}.get(
-                kind, "Clear all resources"
-            )
+            if query:
+                self.clear_button.description = f"Clear {plural(len(matching), 'match', 'matches')}"
+            else:
+                self.clear_button.description = {None: "Clear all", "data": "Clear all data"}.get(
+                    kind, "Clear all resources"
+                )
+            self._matching = [e.key for e in matching]
             self.clear_button.disabled = not matching
 
     def _kind(self) -> Kind | None:
@@ -301,7 +322,12 @@ class CachePanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.refresh()  # at once: the click should feel instant, not wait for the ticker
 
     def _on_clear(self, _button: Any) -> None:
-        self._store.clear(self._kind())
+        """Clear what the filters show: a kind (memory and disk), or the entries the text matches."""
+        if str(self.search.value).strip():
+            keys = set(self._matching)
+            self._store.delete_where(lambda e: e.key in keys, "cleared")
+        else:
+            self._store.clear(self._kind())
         self.refresh()
 
     def _on_more(self, _button: Any) -> None:

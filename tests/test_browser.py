@@ -392,6 +392,14 @@ def test_statuses_and_panel_follow_the_cache(server: Server, request: pytest.Fix
             expect(panel.locator(".ipycache-header")).to_contain_text("1 entry hidden by the filter")
             kind.select_option("all")
             expect(rows).to_have_count(2)
+            search = panel.locator(".ipycache-search input")
+            search.fill("squares")  # a name, not in any label
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("answer = sum(range(n))")
+            search.fill("no such entry")
+            expect(panel.locator(".ipycache-empty")).to_contain_text("No entries match “no such entry”")
+            search.fill("")
+            expect(rows).to_have_count(2)
 
             # ---- delete: the row goes, and both statuses of that entry say so
             answer_row.locator(".ipycache-delete").click()

@@ -490,3 +490,35 @@ def test_the_chart_draws_data_entries_against_the_budget(store: CacheStore, pane
     assert "width:25.00%" in chart  # 16 MiB of 64 MiB
     assert "title='big one: 16.0 MiB'" in chart
     assert "memory 16.0 MiB of 64.0 MiB (25%)" in chart
+
+
+def test_the_text_filter_finds_entries_by_label_or_name(store: CacheStore, panel: CachePanel) -> None:
+    put(store, "a", label="[3] df = load(path)", names=("df",))
+    put(store, "b", label="[4] conn = connect()", names=("conn",))
+    put(store, "c", label="fetch(city='Paris')", names=())
+    panel.search.value = "CONN"
+    assert list(panel.rows) == ["b"]
+    assert panel.header.value.endswith("· 2 entries hidden by the filter")
+    panel.search.value = "[3]"
+    assert list(panel.rows) == ["a"]
+    panel.search.value = "paris"
+    assert list(panel.rows) == ["c"]
+    assert panel.clear_button.description == "Clear 1 match"
+    panel.search.value = "nothing like it"
+    assert panel.rows == {}
+    assert panel._empty.value == "No entries match “nothing like it”: 3 entries hidden by the filter."
+    panel.search.value = ""
+    assert list(panel.rows) == ["a", "b", "c"]
+
+
+def test_clear_under_the_text_filter_drops_only_the_matches(store: CacheStore, panel: CachePanel) -> None:
+    put(store, "a", label="keep me")
+    put(store, "b", label="drop me")
+    put(store, "c", label="drop me too")
+    panel.search.value = "drop"
+    assert panel.clear_button.description == "Clear 2 matches"
+    panel.clear_button.click()
+    assert [e.key for e in store.entries()] == ["a"]
+    assert panel.rows == {}
+    panel.search.value = ""
+    assert list(panel.rows) == ["a"]
