@@ -1,34 +1,25 @@
 """A decorated function: turns a call into the engine's request, and presents the outcome.
 
-The key is the function's identity and code digest (with what it reads: ``FunctionDigest``)
-and its arguments bound to the signature with defaults applied (``f(1)``, ``f(x=1)`` and
-``f(1, 2)`` with default 2 are one entry), ``_private`` ones left out. A miss is
-``_computing``'s, the misses of an ``async def`` are ``_async_calls``', and the refresh of a
-stale value (``refresh_mode="background"``) is ``_background``'s.
-
-A hit must cost a fraction of Streamlit's: the function's digest is reused while
-everything it reads is still in place, and the plans of calls whose arguments are plain
-scalars are remembered; a hit adds nothing else here.
+The request and key of a call are ``_call_keys``'; a miss is ``_computing``'s, the misses
+of an ``async def`` are ``_async_calls``', and the refresh of a stale value
+(``refresh_mode="background"``) is ``_background``'s. A hit adds nothing here beyond
+asking the engine: it must cost a fraction of Streamlit's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
-import reprlib
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._async_calls import AsyncFlights
 from ._background import BackgroundRefresher
+from ._call_keys import CallKeys
 from ._computing import Computation, Function, Superseded, release_unused
 from ._decorator_options import DecoratorOptions
 from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
-from ._errors import UnhashableInputError
-from ._funcdigest import FunctionDigest, type_name
-from ._hashing import Unhashable
 from ._store import CacheStore, get_store
 
 if TYPE_CHECKING:
@@ -64,12 +55,10 @@ class CachedFunction(Generic[P, R]):
         self._decorator = decorator
         self.store = None
         self._is_async = inspect.iscoroutinefunction(func)
-        self._signature = inspect.signature(func)
         qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
         self._name = qualname.rsplit("<locals>.", 1)[-1]  # as people would write it
         self._identity = f"{getattr(func, '__module__', None)}.{qualname}"
-        self._code = FunctionDigest(func, options.hash_funcs)
-        self._plans: dict[Hashable, tuple[Request, Plan]] = {}
+        self._keys = CallKeys(func, options, self._name, self._identity, decorator.name)
         self._last_engine: CacheEngine | None = None  # engine_for(store) of the last call
         self._generations = decorator.function_generations(self._identity)
         self._miss = Function(func, options, self._name, self._generations)
@@ -78,21 +67,6 @@ class CachedFunction(Generic[P, R]):
             BackgroundRefresher(self._name, options.ttl)
             if options.refresh_mode == "background" and options.ttl is not None
             else None
-        )
-        self._base = Request(
-            kind=options.kind,
-            origin=self._identity,
-            label=self._name,
-            code="",
-            group=f"{options.kind}:{self._identity}",
-            scope=self._identity,
-            hash_funcs=options.hash_funcs,
-            unhashable_argument=self._unhashable_argument,
-            ttl=options.store_ttl,
-            max_entries=options.max_entries,
-            validate=options.validate,
-            on_release=options.on_release,
-            persist=options.persist,
         )
         if self._is_async:
             _mark_coroutine_function(self)
@@ -105,7 +79,7 @@ class CachedFunction(Generic[P, R]):
         if self._is_async:
             return cast(R, self._call_async(args, kwargs))
         engine = self._engine()
-        request, plan = self._plan(engine, args, kwargs)
+        request, plan = self._keys.plan(engine, args, kwargs)
         miss = self._computation(engine, plan, args, kwargs)
         try:
             outcome = engine.fetch(request, plan, miss.compute, prepare=miss.keep)
@@ -124,12 +98,12 @@ class CachedFunction(Generic[P, R]):
         """Drop this function's entries; with arguments, only the entry for those arguments."""
         engine = self._engine()
         if args or kwargs:
-            key = self._plan(engine, args, kwargs)[1].key
+            key = self._keys.plan(engine, args, kwargs)[1].key
             self._generations.bump(key)
             engine.store.delete(key)
         else:
             self._generations.bump()
-            group = self._base.group
+            group = self._keys.group
             engine.store.delete_where(lambda entry: entry.group == group, "cleared")
 
     @overload
@@ -166,52 +140,6 @@ class CachedFunction(Generic[P, R]):
         self._last_engine = engine = engine_for(store)
         return engine
 
-    def _plan(
-        self, engine: CacheEngine, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Request, Plan]:
-        """The request and key of a call; remembered for plain scalar arguments."""
-        code = self._code.current(engine)
-        arg_types = tuple(map(type, args))
-        memo: Hashable = None
-        if _PLAIN.issuperset(arg_types):
-            if not kwargs:
-                memo = (code, args, arg_types)
-            else:
-                kw_types = tuple(map(type, kwargs.values()))
-                if _PLAIN.issuperset(kw_types):
-                    memo = (code, args, arg_types, tuple(kwargs.items()), kw_types)
-            if memo is not None:
-                known = self._plans.get(memo)
-                if known is not None and known[0].code == code:
-                    return known
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        request = dataclasses.replace(
-            self._base,
-            label=f"{self._name}({_preview(bound.arguments)})",
-            code=code,
-            arguments=_hashed_arguments(self._signature, bound.arguments),
-        )
-        plan = engine.plan(request)
-        if self._code.by_identity:
-            plan = dataclasses.replace(plan, by_identity=plan.by_identity + self._code.by_identity)
-        if memo is not None:
-            if len(self._plans) >= _KEY_MEMORY:
-                self._plans.clear()
-            self._plans[memo] = (request, plan)
-        return request, plan
-
-    def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
-        type_text = type_name(type(value))
-        return UnhashableInputError(
-            name,
-            type(value),
-            f"{exc.value_type.__qualname__}: {exc.reason}",
-            f"{self._name}() takes it as parameter `{name}`. If it does not change the result, "
-            f"rename the parameter to `_{name}` and it is left out of the key; otherwise say what "
-            f"identifies it with @{self._decorator.name}(hash_funcs={{{type_text}: lambda value: ...}}).",
-        )
-
     # ------------------------------------------------------------------ computing
     def _computation(self, engine: CacheEngine, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any],
                      *, background: bool = False) -> Computation:  # fmt: skip
@@ -232,14 +160,14 @@ class CachedFunction(Generic[P, R]):
         """Whether the entry for these arguments is being refreshed in the background now."""
         if self._background is None:
             return False
-        return self._background.refreshing(self._plan(self._engine(), args, kwargs)[1].key)
+        return self._background.refreshing(self._keys.plan(self._engine(), args, kwargs)[1].key)
 
     # ------------------------------------------------------------------ async
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Serve a hit at once; otherwise await the one computation of this key (any loop)."""
         __tracebackhide__ = True
         engine = self._engine()
-        request, plan = self._plan(engine, args, kwargs)
+        request, plan = self._keys.plan(engine, args, kwargs)
         start = functools.partial(self._compute_async, engine, request, plan, args, kwargs)
         return await self._flights.fetch(engine, request, plan, start)
 
@@ -298,38 +226,3 @@ def _mark_coroutine_function(obj: Any) -> None:
         mark(obj)
     else:
         obj._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
-
-
-def _hashed_arguments(signature: inspect.Signature, arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments that are part of the key: not ``_private`` ones, also inside ``**kwargs``.
-
-    ``**kwargs`` are sorted by name: ``f(a=1, b=2)`` and ``f(b=2, a=1)`` are one call.
-    """
-    hashed: dict[str, Any] = {}
-    for name, value in arguments.items():
-        if name.startswith("_"):
-            continue
-        parameter = signature.parameters.get(name)
-        if parameter is not None and parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            hashed[name] = {k: value[k] for k in sorted(value) if not k.startswith("_")}
-        else:
-            hashed[name] = value
-    return hashed
-
-
-# ---------------------------------------------------------------------- small helpers
-_repr = reprlib.Repr()
-_repr.maxstring = 24
-_repr.maxother = 24
-
-
-def _preview(arguments: Mapping[str, Any]) -> str:
-    """The arguments, short, for the entry's label: ``city='Paris', df=<DataFrame>``."""
-    parts = []
-    for name, value in arguments.items():
-        if name.startswith("_") or name in ("self", "cls"):
-            continue
-        shown = _repr.repr(value) if type(value) in _IMMUTABLE else f"<{type(value).__name__}>"
-        parts.append(f"{name}={shown}")
-    text = ", ".join(parts)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,141 @@
+"""The request and key of each call of a cached function.
+
+The key is the function's identity and code digest (with what it reads: ``FunctionDigest``)
+and its arguments bound to the signature with defaults applied (``f(1)``, ``f(x=1)`` and
+``f(1, 2)`` with default 2 are one entry), ``**kwargs`` sorted, ``_private`` ones left out
+(also inside ``**kwargs``). A hit must cost a fraction of Streamlit's, so the plans of calls
+whose arguments are plain scalars are remembered while the function's digest is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import reprlib
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from ._decorator_options import DecoratorOptions
+from ._engine import CacheEngine, Plan, Request
+from ._errors import UnhashableInputError
+from ._funcdigest import FunctionDigest, type_name
+from ._hashing import Unhashable
+
+__all__ = ["CallKeys"]
+
+_KEY_MEMORY = 256  # remembered plans per function (calls with plain scalar arguments)
+_PLAIN = frozenset({int, str, bytes, bool, type(None)})  # never 1.0: -0.0 == 0.0 but hash apart
+_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+
+
+class CallKeys:
+    """Turns ``f(*args, **kwargs)`` into the engine's ``Request`` and ``Plan``."""
+
+    def __init__(
+        self, func: Callable[..., Any], options: DecoratorOptions, name: str, identity: str, decorator: str
+    ) -> None:
+        self._signature = inspect.signature(func)
+        self._name = name
+        self._decorator = decorator
+        self._code = FunctionDigest(func, options.hash_funcs)
+        self._plans: dict[Hashable, tuple[Request, Plan]] = {}
+        self._base = Request(
+            kind=options.kind,
+            origin=identity,
+            label=name,
+            code="",
+            group=f"{options.kind}:{identity}",
+            scope=identity,
+            hash_funcs=options.hash_funcs,
+            unhashable_argument=self._unhashable_argument,
+            ttl=options.store_ttl,
+            max_entries=options.max_entries,
+            validate=options.validate,
+            on_release=options.on_release,
+            persist=options.persist,
+        )
+
+    @property
+    def group(self) -> str:
+        """The store group of the function's entries (what ``clear()`` and ``max_size`` cover)."""
+        return self._base.group
+
+    def plan(
+        self, engine: CacheEngine, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Request, Plan]:
+        """The request and key of a call; remembered for plain scalar arguments."""
+        code = self._code.current(engine)
+        arg_types = tuple(map(type, args))
+        memo: Hashable = None
+        if _PLAIN.issuperset(arg_types):
+            if not kwargs:
+                memo = (code, args, arg_types)
+            else:
+                kw_types = tuple(map(type, kwargs.values()))
+                if _PLAIN.issuperset(kw_types):
+                    memo = (code, args, arg_types, tuple(kwargs.items()), kw_types)
+            if memo is not None:
+                known = self._plans.get(memo)
+                if known is not None and known[0].code == code:
+                    return known
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        request = dataclasses.replace(
+            self._base,
+            label=f"{self._name}({_preview(bound.arguments)})",
+            code=code,
+            arguments=hashed_arguments(self._signature, bound.arguments),
+        )
+        plan = engine.plan(request)
+        if self._code.by_identity:
+            plan = dataclasses.replace(plan, by_identity=plan.by_identity + self._code.by_identity)
+        if memo is not None:
+            if len(self._plans) >= _KEY_MEMORY:
+                self._plans.clear()
+            self._plans[memo] = (request, plan)
+        return request, plan
+
+    def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
+        type_text = type_name(type(value))
+        return UnhashableInputError(
+            name,
+            type(value),
+            f"{exc.value_type.__qualname__}: {exc.reason}",
+            f"{self._name}() takes it as parameter `{name}`. If it does not change the result, "
+            f"rename the parameter to `_{name}` and it is left out of the key; otherwise say what "
+            f"identifies it with @{self._decorator}(hash_funcs={{{type_text}: lambda value: ...}}).",
+        )
+
+
+def hashed_arguments(signature: inspect.Signature, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments that are part of the key: not ``_private`` ones, also inside ``**kwargs``.
+
+    ``**kwargs`` are sorted by name: ``f(a=1, b=2)`` and ``f(b=2, a=1)`` are one call.
+    """
+    hashed: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if name.startswith("_"):
+            continue
+        parameter = signature.parameters.get(name)
+        if parameter is not None and parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            hashed[name] = {k: value[k] for k in sorted(value) if not k.startswith("_")}
+        else:
+            hashed[name] = value
+    return hashed
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 24
+_repr.maxother = 24
+
+
+def _preview(arguments: Mapping[str, Any]) -> str:
+    """The arguments, short, for the entry's label: ``city='Paris', df=<DataFrame>``."""
+    parts = []
+    for name, value in arguments.items():
+        if name.startswith("_") or name in ("self", "cls"):
+            continue
+        shown = _repr.repr(value) if type(value) in _IMMUTABLE else f"<{type(value).__name__}>"
+        parts.append(f"{name}={shown}")
+    text = ", ".join(parts)
+    return text if len(text) <= 60 else text[:57] + "..."
