@@ -97,6 +97,18 @@ class CallKeys:
 
     def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
         type_text = type_name(type(value))
+        hash_func = getattr(exc, "func", None)  # a HashFuncError: the user's hash function raised
+        if hash_func is not None:
+            func_name = getattr(hash_func, "__qualname__", None) or repr(hash_func)
+            return UnhashableInputError(
+                name,
+                type(value),
+                exc.reason,
+                f"{self._name}() takes it as parameter `{name}`, and @{self._decorator}(hash_funcs=...) "
+                f"of {self._name} maps {type_name(exc.value_type)} to {func_name}, which raised on it: "
+                "fix that function (it is called with the value and must return something hashable), "
+                f"or rename the parameter to `_{name}` to leave it out of the key.",
+            )
         return UnhashableInputError(
             name,
             type(value),

@@ -446,7 +446,7 @@ def test_an_unhashable_default_is_named_with_the_ways_out(cached: CacheStore) ->
     with pytest.raises(UnhashableInputError) as caught:
 
         @cache_data
-        def fetch(url: str, _session: object = threading.Lock()) -> str:  # noqa: B008
+        def fetch(url: str, _session: object = threading.Lock()) -> str:
             return url
 
         fetch("a")
@@ -460,7 +460,13 @@ def test_an_unhashable_default_is_named_with_the_ways_out(cached: CacheStore) ->
 def test_a_clear_from_the_function_defined_again_stops_the_old_definitions_write(cached: CacheStore) -> None:
     """A cell run again decorates the function anew; its clear() covers the old one's call."""
     started, go = threading.Event(), threading.Event()
-    source = "@cache_data\ndef load(x, _started, _go):\n    _started.set()\n    assert _go.wait(5)\n    return x"
+    source = """
+        @cache_data
+        def load(x, _started, _go):
+            _started.set()
+            assert _go.wait(5)
+            return x
+        """
     old, new = define(source)["load"], define(source)["load"]
     thread = threading.Thread(target=old, args=(1, started, go))
     thread.start()
@@ -468,4 +474,22 @@ def test_a_clear_from_the_function_defined_again_stops_the_old_definitions_write
     new.clear()
     go.set()
     thread.join(5)
+    assert cached.entries() == []
+
+
+def test_a_hash_func_that_raises_names_the_function_the_type_and_the_hash_func(cached: CacheStore) -> None:
+    def broken(value: Resource) -> str:
+        raise ValueError("no name yet")
+
+    @cache_data(hash_funcs={Resource: broken})
+    def describe(resource: Resource) -> str:
+        return str(resource.name)
+
+    with pytest.raises(UnhashableInputError) as caught:
+        describe(Resource("db"))
+    message = str(caught.value)
+    assert "describe() takes it as parameter `resource`" in message
+    assert "Resource" in message
+    assert "broken" in message
+    assert "ValueError: no name yet" in message
     assert cached.entries() == []
