@@ -135,3 +135,15 @@ def cell_label(cell: str, execution_count: int | None = None, width: int = 60) -
     if len(text) > width:
         text = text[: width - 1] + "…"
     return text if execution_count is None else f"[{execution_count}] {text}"
+
+
+def unnumbered(label: str) -> str:
+    """A cell label without its execution number: ``'[12] df = load()'`` -> ``'df = load()'``.
+
+    ``%cache_clear LABEL`` matches either form: the number changes with every run.
+    """
+    if label.startswith("["):
+        number, _, rest = label[1:].partition("] ")
+        if number.isdigit() and rest:
+            return rest
+    return label

@@ -92,3 +92,12 @@ def test_names_and_sizes() -> None:
     assert size_text("resource", None) == "shared"
     assert size_text("data", None) == "?"
     assert size_text("data", 2048) == "2.0 KiB"
+
+
+def test_a_label_without_its_execution_number() -> None:
+    from ipycache_ext._format import unnumbered
+
+    assert unnumbered("[12] df = load()") == "df = load()"
+    assert unnumbered("df = load()") == "df = load()"
+    assert unnumbered("[x] not a number") == "[x] not a number"
+    assert unnumbered("fetch(city='Paris')") == "fetch(city='Paris')"
