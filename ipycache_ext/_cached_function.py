@@ -32,11 +32,6 @@ Q = ParamSpec("Q")
 R = TypeVar("R")
 S = TypeVar("S")
 
-_KEY_MEMORY = 256  # remembered plans per function (calls with plain scalar arguments)
-_PLAIN = frozenset({int, str, bytes, bool, type(None)})  # never 1.0: -0.0 == 0.0 but hash apart
-_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
-
-
 class CachedFunction(Generic[P, R]):
     """A function whose results live in the cache store; call it as you would the function.
 
