@@ -2,9 +2,9 @@
 
 One display output with a display id, updated in place and emptied when the work ends
 (like the decorators' spinner), with ``text/html`` (a ``<progress>`` bar) and a
-``text/plain`` fallback, so it needs no widget manager: it shows in JupyterLab, Notebook 7,
-VS Code and in a terminal IPython (as text). ``install(shell)`` is called when the
-extension loads; ``uninstall()`` when it unloads.
+``text/plain`` fallback, so it needs no widget manager: it shows in JupyterLab, Notebook 7
+and VS Code. A terminal IPython can't update an output in place, so there it shows nothing.
+``install(shell)`` is called when the extension loads; ``uninstall()`` when it unloads.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ _installed: dict[str, Any] = {}
 
 
 def install(shell: Any) -> None:
-    """Show the core's progress reports in this shell's output."""
+    """Show the core's progress reports in this shell's output (a kernel's; a terminal can't
+    update an output in place, so there every update would be a new line: nothing is shown)."""
+    if getattr(shell, "kernel", None) is None:
+        return
     previous = _progress.set_reporter(lambda task: DisplayReporter(task, shell))
     _installed.setdefault("previous", previous)
 

@@ -136,3 +136,11 @@ def test_in_a_real_kernel_the_bar_appears_and_is_removed() -> None:
     assert seen[0] == ("display_data", "[ipycache_ext] loading `df` from disk: 0% (0 B of 10 B)")
     assert ("update_display_data", "[ipycache_ext] loading `df` from disk: 50% (5 B of 10 B)") in seen
     assert seen[-1] == ("update_display_data", "")
+
+
+def test_a_terminal_shell_gets_no_progress_display(shell: Any) -> None:
+    from ipycache_ext import _progress_view
+
+    before = _progress._factory
+    _progress_view.install(shell)  # a plain InteractiveShell: no kernel
+    assert _progress._factory is before
