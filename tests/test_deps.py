@@ -518,3 +518,28 @@ def test_a_reader_imported_after_the_first_recording_is_wrapped_too(tmp_path: pa
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                           check=True, timeout=120)  # fmt: skip
     assert str(tmp_path / "late.parquet") in done.stdout
+
+
+def test_an_async_computation_records_only_its_own_task(here: pathlib.Path) -> None:
+    import asyncio
+
+    (here / "mine.txt").write_text("1")
+    (here / "theirs.txt").write_text("2")
+
+    async def recorded() -> Deps:
+        with recording() as rec:
+            for _ in range(5):
+                await asyncio.sleep(0)  # the other task runs in between
+                (here / "mine.txt").read_text()
+        return rec.dependencies()
+
+    async def other() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+            (here / "theirs.txt").read_text()
+
+    async def both() -> Deps:
+        deps, _ = await asyncio.gather(recorded(), other())
+        return deps
+
+    assert paths(asyncio.run(both())) == {str(here / "mine.txt")}
