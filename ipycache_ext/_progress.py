@@ -13,7 +13,9 @@ side is ``_progress_view``), and nothing appears for work that ends within ``del
 seconds (1 s): fast loads don't flicker. Until then ``advance`` costs an addition and a
 clock read; afterwards the reporter hears at most every ``interval`` seconds. Work that
 never calls ``advance`` (one long C call) still shows its text after ``delay``, from a
-timer thread, without a percentage. The reporter's errors never reach the work.
+timer thread, without a percentage. Nested calls share the outermost display (a store
+saying what it loads around a backend counting bytes). The reporter's errors never reach
+the work.
 """
 
 from __future__ import annotations
@@ -128,8 +130,23 @@ def progress(
     ``task`` says what is being done, without naming a front end ("loading `df` from disk",
     "hashing `frame` (2.0 GiB)"); ``total`` is in the units given to ``advance`` (None if unknown).
     """
+    outer = _active.get()
+    if outer is not None:
+        # Nested (the store's "loading ... from disk" around a backend's byte count): one
+        # display, the outer one, which takes the inner total if it had none.
+        if total is not None and outer.total is None:
+            outer.total, outer.done = total, 0
+        yield outer
+        return
     step = Progress(task, total, factory=_factory, delay=delay, interval=interval)
+    token = _active.set(step)
     try:
         yield step
     finally:
+        _active.reset(token)
         step.finish()
+
+
+_active: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "ipycache_ext_progress", default=None
+)

@@ -144,3 +144,15 @@ def test_a_terminal_shell_gets_no_progress_display(shell: Any) -> None:
     before = _progress._factory
     _progress_view.install(shell)  # a plain InteractiveShell: no kernel
     assert _progress._factory is before
+
+
+def test_nested_progress_shares_the_outer_display(log: list[tuple[Any, ...]]) -> None:
+    with (
+        progress("loading `df` from the team store", delay=0) as outer,
+        progress("reading chunks", total=100, delay=0) as inner,
+    ):
+        assert inner is outer
+        inner.advance(40)
+    assert [entry[0] for entry in log].count("close") == 1
+    assert all(entry[1] == "loading `df` from the team store" for entry in log)
+    assert ("update", "loading `df` from the team store", 40, 100) in log
