@@ -3,10 +3,10 @@
 The blocks run one after another as cells of one real kernel (jupyter_client + ipykernel),
 in an empty temporary directory with its own cache directory, after ``%load_ext
 ipycache_ext`` — what a reader does. A reader may start at any section, so the namespace
-is emptied (``%reset -f``) at each ``## `` heading: a section's blocks import what they use. Skipped: configuration for ``ipython_config.py``
-(blocks using ``c.CacheMagics``), and blocks right after an HTML comment
-``<!-- readme-test: skip (why) -->`` (those needing a server, say): the reason is in the
-README next to the block.
+is emptied (``%reset -f``) at each ``## `` heading: a section's blocks import what they use.
+Skipped: configuration for ``ipython_config.py`` (blocks using ``c.CacheMagics``), and
+blocks right after an HTML comment ``<!-- readme-test: skip (why) -->`` (those needing a
+server, say): the reason is in the README next to the block.
 """
 
 from __future__ import annotations
