@@ -5,8 +5,8 @@ Libraries are only looked at when already imported: hashing never imports them.
 Large buffers (>= 8 MiB) are framed as their length followed by the xxh3-128 digests of
 their 4 MiB pieces, in order. The frame depends on the length alone, so it stays
 unambiguous and is the same on every machine, whatever the number of threads that
-computed it; xxhash releases the GIL while it hashes, so the pieces are hashed by a small
-thread pool.
+computed it. xxhash releases the GIL while it hashes a piece, so pieces are hashed by one
+thread per idle core (a busy core would make the split slower than a single stream).
 """
 
 from __future__ import annotations
@@ -30,26 +30,39 @@ PIECE = 4 * 1024 * 1024
 PARALLEL_MIN = 2 * PIECE
 
 # ------------------------------------------------------------------ large buffers
-_threads = max(1, min(4, os.cpu_count() or 1))
+_MAX_THREADS = 4
+_forced_threads: int | None = None  # None: as many as there are idle cores (up to 4)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def set_hash_threads(count: int) -> None:
-    """How many threads hash a large buffer (digests don't depend on it; for benchmarks)."""
-    global _threads, _pool
-    with _pool_lock:
-        _threads = max(1, count)
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-            _pool = None
+def set_hash_threads(count: int | None) -> None:
+    """Force how many threads hash a large buffer (None: one per idle core). Digests don't
+    depend on it; benchmarks and tests use it."""
+    global _forced_threads
+    _forced_threads = None if count is None else max(1, count)
+
+
+def hash_threads() -> int:
+    """Threads for one large buffer: a second core helps only when it is idle (a busy one
+    makes the split slower than one stream), so the 1-minute load average decides."""
+    if _forced_threads is not None:
+        return _forced_threads
+    cores = os.cpu_count() or 1
+    if cores == 1:
+        return 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:
+        idle = 1.0
+    return max(1, min(_MAX_THREADS, cores, int(idle + 0.5)))
 
 
 def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="ipycache-hash")
+            _pool = ThreadPoolExecutor(max_workers=_MAX_THREADS - 1, thread_name_prefix="ipycache-hash")
         return _pool
 
 
@@ -83,7 +96,7 @@ def piece_digests(data: bytes | memoryview) -> bytes:
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
     pieces = -(-view.nbytes // PIECE)
-    workers = min(_threads, pieces)
+    workers = min(hash_threads(), pieces)
     if workers <= 1:
         return _piece_digests(view, 0, pieces)
     bounds = [pieces * k // workers for k in range(workers + 1)]
