@@ -73,6 +73,9 @@ class Request:
     namespace: Mapping[str, Any] | None = None
     exclude: frozenset[str] = frozenset()
     narrow_hint: str = ""
+    # Values read from outside that are not inputs by name (a function's globals): the files
+    # behind them (a sqlite connection's database, an open file, a lazy frame) are dependencies.
+    sources: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,9 @@ class _Run:
         if self._on_miss is not None:
             self._on_miss(self.reasons[-1], previous is not None or known)
         namespace = request.namespace if request.dynamic else None
-        with deps.recording(declared=request.depends_on, namespace=namespace,
+        # the files behind the inputs (a database a connection reads, a lazy frame's files)
+        behind = deps.files_in(request.outside.values(), request.arguments.values(), request.sources)
+        with deps.recording(declared=(*request.depends_on, *behind), namespace=namespace,
                             dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip
             value = self._compute()
         self.recorded.append(recording.dependencies())

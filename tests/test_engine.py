@@ -140,6 +140,9 @@ class _FakeDeps:
         found, self.changed = self.changed, None
         return found
 
+    def files_in(self, *groups: Any) -> tuple[str, ...]:
+        return ()
+
     def replay_effects(self, dependencies: Sequence[Mapping[str, Any]]) -> None:
         self.replayed.append(dependencies)
 

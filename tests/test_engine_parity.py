@@ -141,3 +141,28 @@ def test_a_resource_survives_unloading_and_loading_the_extension(
     before = store.stats().hits
     run(shell, "%%cache_data\nq = conn.locked()")
     assert store.stats().hits == before + 1  # still keyed as the same resource, not a new identity
+
+
+def test_a_query_through_a_cached_connection_recomputes_when_the_database_changes(
+    shell: InteractiveShell, store: CacheStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as setup:
+        setup.execute("create table sales (v)")
+        setup.execute("insert into sales values (1)")
+    setup.close()
+    connect = f"sqlite3.connect({str(database)!r}, check_same_thread=False)"
+    run(shell, f"%%cache_resource\nimport sqlite3\nconn = {connect}")
+    cell = "%%cache_data\ntotal = conn.execute('select sum(v) from sales').fetchone()[0]"
+    run(shell, cell)
+    run(shell, cell)
+    assert store.stats().hits == 1 and shell.user_ns["total"] == 1
+    with sqlite3.connect(database) as change:  # another process writes to the database
+        change.execute("insert into sales values (5)")
+    change.close()
+    capsys.readouterr()
+    run(shell, cell)
+    assert "shop.db` changed" in capsys.readouterr().out
+    assert shell.user_ns["total"] == 6
