@@ -108,10 +108,11 @@ class CachedCells:
         inputs = self._input_values(analysis, options.ignore)
         code, options_digest = analysis.code_digest, prepared.options_digest
         group = combine([("kind", kind), ("code", code), ("options", options_digest)])
+        number = getattr(self.shell, "execution_count", None)
         request = Request(
             kind=kind,
             origin=origin or prepared.label,
-            label=prepared.label,
+            label=f"[{number}] {prepared.label}" if isinstance(number, int) else prepared.label,
             code=analysis.code_digest,
             group=group,
             options=prepared.options_digest,
@@ -229,16 +230,15 @@ def check_names(names: list[str], what: str) -> tuple[str, ...]:
 
 
 def cell_label(cell: str) -> str:
-    """The cell's first line of code (comments and blank lines skipped), short."""
-    first = None
-    for line in cell.splitlines():
-        text = line.strip()
-        if text and first is None:
-            first = text
-        if text and not text.startswith("#"):
+    """The cell's first meaningful line, short: comments, imports and line magics skipped
+    (``import time`` says nothing of what a cell computes), unless that is all there is."""
+    lines = [line.strip() for line in cell.splitlines() if line.strip()]
+    code = [line for line in lines if not line.startswith("#")]
+    meaningful = [line for line in code if not line.startswith(("import ", "from ", "%"))]
+    for candidates in (meaningful, code, lines):
+        if candidates:
+            text = candidates[0]
             return text if len(text) <= 60 else text[:57] + "..."
-    if first is not None:
-        return first if len(first) <= 60 else first[:57] + "..."
     return "(empty cell)"
 
 

@@ -8,6 +8,7 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from ._cellrun import UserCodeError
 from ._cells import CachedCells, parse_options
 from ._engine import Outcome, engine_for
 from ._errors import CacheError
+from ._format import unnumbered
 from ._persist import DEFAULT_DISK_BUDGET, configure, open_if_present
+from ._report import DEFAULT_LIMIT, render_info
 from ._report import PREFIX as _PREFIX
-from ._report import render_info
 from ._store import CacheStore, Kind, get_store
 from ._ttl import parse_ttl
 
@@ -214,19 +216,30 @@ class CacheMagics(Magics):
         if not args.target:
             if kind != "resource":
                 open_if_present(self.store)  # after a restart: persisted entries go too
-            count = self.store.clear(kind)
+            cleared = self.store.clear(kind)
+            count, on_disk = int(cleared), getattr(cleared, "in_tiers", 0)
         else:
             keys = self._match(" ".join(args.target), kind)
-            count = self.store.delete_where(lambda e: e.key in keys, "cleared")
-        print(f"{_PREFIX} cleared {count} entr{'y' if count == 1 else 'ies'}")
+            count, on_disk = self.store.delete_where(lambda e: e.key in keys, "cleared"), 0
+        where = f" ({on_disk} of them persisted, not loaded in this kernel)" if on_disk else ""
+        print(f"{_PREFIX} cleared {count} entr{'y' if count == 1 else 'ies'}{where}")
 
     @magic_arguments()
     @argument("--explain", action="store_true", help="show why each entry was computed")
+    @argument("--all", action="store_true", help="list every entry (by default the first 50)")
     @line_magic
     def cache_info(self, line: str) -> None:
         """A table of the cached entries: label, kind, names, size, age, TTL left, hits."""
         args = _parse(self.cache_info, line)
-        print(render_info(self.store, explain=args.explain))
+        namespace = self._shell.user_ns
+        print(
+            render_info(
+                self.store,
+                explain=args.explain,
+                limit=None if args.all else DEFAULT_LIMIT,
+                is_module=lambda name: isinstance(namespace.get(name), types.ModuleType),
+            )
+        )
 
     @line_magic
     def cache_panel(self, line: str) -> Any:
@@ -285,7 +298,7 @@ class CacheMagics(Magics):
 
     def _match(self, target: str, kind: Kind | None) -> set[str]:
         entries = [e for e in self.store.entries() if kind in (None, e.kind)]
-        exact = {e.key for e in entries if target in (e.key, e.label)}
+        exact = {e.key for e in entries if target in (e.key, e.label, unnumbered(e.label))}
         if exact:
             return exact
         prefixed = {e.key for e in entries if len(target) >= 4 and e.key.startswith(target)}

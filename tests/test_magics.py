@@ -8,6 +8,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import ipycache_ext
 from ipycache_ext import CacheStore
+from ipycache_ext._format import unnumbered
 
 from .conftest import FakeClock, run
 
@@ -329,7 +330,8 @@ def test_cache_clear_by_kind_key_and_label(shell: InteractiveShell, store: Cache
     run(shell, "%cache_clear --resource")
     assert {e.kind for e in store.entries()} == {"data"}
     run(shell, "%cache_clear b = 2")
-    assert [e.label for e in store.entries()] == ["a = 1"]
+    assert [unnumbered(e.label) for e in store.entries()] == ["a = 1"]
+    assert store.entries()[0].label.startswith("[")  # the cell's execution number, as In[n] shows
     run(shell, f"%cache_clear {store.entries()[0].key[:8]}")
     assert store.entries() == []
     result = shell.run_cell("%cache_clear nothing-like-this")
@@ -372,7 +374,7 @@ def test_load_ext_uses_the_kernel_wide_store() -> None:
     try:
         ip.run_line_magic("load_ext", "ipycache_ext")
         run(ip, "%%cache_data\nkernel_wide = 41 + 1")
-        assert any(e.label == "kernel_wide = 41 + 1" for e in ipycache_ext.get_store().entries())
+        assert any(unnumbered(e.label) == "kernel_wide = 41 + 1" for e in ipycache_ext.get_store().entries())
     finally:
         ip.run_line_magic("unload_ext", "ipycache_ext")
         ipycache_ext.get_store().clear()
@@ -569,3 +571,27 @@ def test_the_magic_line_is_not_dollar_expanded(shell: InteractiveShell) -> None:
     long_line = "--ignore " + "q" * 20_000  # 20k characters
     run(shell, f"%%cache_data {long_line}\nz = 2")
     assert shell.user_ns["z"] == 2
+
+
+def test_a_cell_label_is_its_number_and_first_meaningful_line(shell: InteractiveShell, store: CacheStore) -> None:
+    run(shell, "%%cache_data\n# load the data\nimport math\nfrom os import path\nroot = math.sqrt(16)")
+    (entry,) = store.entries()
+    number, _, rest = entry.label.partition("] ")
+    assert number.lstrip("[").isdigit() and rest == "root = math.sqrt(16)"
+    run(shell, "%%cache_data\nimport math")  # nothing but an import: that is the label
+    assert sorted(unnumbered(e.label) for e in store.entries()) == ["import math", "root = math.sqrt(16)"]
+    run(shell, "%cache_clear root = math.sqrt(16)")  # a label matches without its number
+    assert [unnumbered(e.label) for e in store.entries()] == ["import math"]
+
+
+def test_cache_info_shows_the_first_rows_and_says_how_to_see_all(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(60):
+        run(shell, f"%%cache_data\nv{i} = {i}")
+    capsys.readouterr()
+    run(shell, "%cache_info")
+    shown = capsys.readouterr().out
+    assert "v0 = 0" in shown and "v59 = 59" not in shown and "%cache_info --all" in shown
+    run(shell, "%cache_info --all")
+    assert "v59 = 59" in capsys.readouterr().out
