@@ -573,7 +573,9 @@ def test_the_magic_line_is_not_dollar_expanded(shell: InteractiveShell) -> None:
     assert shell.user_ns["z"] == 2
 
 
-def test_a_cell_label_is_its_number_and_first_meaningful_line(shell: InteractiveShell, store: CacheStore) -> None:
+def test_a_cell_label_is_its_number_and_first_meaningful_line(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
     run(shell, "%%cache_data\n# load the data\nimport math\nfrom os import path\nroot = math.sqrt(16)")
     (entry,) = store.entries()
     number, _, rest = entry.label.partition("] ")
