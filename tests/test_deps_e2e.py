@@ -203,7 +203,6 @@ def test_a_sqlite_query_in_the_cell(shell: InteractiveShell, here: pathlib.Path)
     assert shell.user_ns["total"] == 6
 
 
-@pytest.mark.xfail(strict=False, reason="engine wiring pending: files_of(value) is not asked for inputs yet")
 def test_a_query_on_a_cached_connection_sees_the_database_change(
     shell: InteractiveShell, here: pathlib.Path
 ) -> None:
