@@ -114,7 +114,7 @@ class OutputRecorder:
             self._handlers = _point_handlers({id(self._saved[0]): out, id(self._saved[1]): err})
             self._forwarded = [
                 _FdForward(stream, name, self.events)
-                for stream, name in ((self._saved[0], "stdout"), (self._saved[1], "stderr"))
+                for stream, name in ((_untee(self._saved[0]), "stdout"), (_untee(self._saved[1]), "stderr"))
                 if _FdForward.applies(stream)
             ]
         return self
@@ -137,6 +137,13 @@ class OutputRecorder:
                     handler.setStream(stream)
 
 
+def _untee(stream: Any) -> Any:
+    """The stream under an enclosing recorder's tees (a cached cell run inside another)."""
+    while isinstance(stream, _Tee):
+        stream = stream._target
+    return stream
+
+
 class _FdForward:
     """Records what ipykernel's watcher thread forwards from a file descriptor into ``stream``.
 
@@ -148,6 +155,7 @@ class _FdForward:
         self.stream = stream
         self.pipe: int = stream._fid
         watcher = stream.watch_fd_thread
+        self._previous = stream.__dict__.get("write")  # an enclosing recorder's, when nested
         original = stream.write
 
         def write(text: str) -> Any:
@@ -168,7 +176,10 @@ class _FdForward:
         )
 
     def stop(self) -> None:
-        self.stream.__dict__.pop("write", None)
+        if self._previous is None:
+            self.stream.__dict__.pop("write", None)
+        else:
+            self.stream.write = self._previous
 
 
 def _drain(pipes: list[int], timeout: float = 1.0) -> None:

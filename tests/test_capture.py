@@ -129,3 +129,43 @@ def test_a_hit_in_the_same_kernel_shows_a_widget_that_is_still_alive(
         assert "not live in this kernel" in publisher.published[-1]["text/plain"]
     finally:
         shell.display_pub = real
+
+
+def test_descriptor_output_forwarded_by_the_kernel_is_recorded_once() -> None:
+    """ipykernel's OutStream: a watcher thread writes what it reads from the descriptor."""
+    import os
+    import threading
+
+    class _OutStream:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+            self._fid, self._pipe_in = os.pipe()
+            self.watch_fd_thread = threading.Thread(target=self._watch, daemon=True)
+            self.watch_fd_thread.start()
+
+        def _watch(self) -> None:
+            while chunk := os.read(self._fid, 1000):
+                self.write(chunk.decode())
+
+        def write(self, text: str) -> int:
+            self.written.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    stream = _OutStream()
+    saved = sys.stdout
+    sys.stdout = stream  # type: ignore[assignment]
+    try:
+        with OutputRecorder(_Shell()) as outer:
+            print("python")
+            with OutputRecorder(_Shell()) as inner:  # nested: the outer keeps recording after
+                os.write(stream._pipe_in, b"inner-fd\n")
+            os.write(stream._pipe_in, b"outer-fd\n")
+    finally:
+        sys.stdout = saved
+        os.close(stream._pipe_in)
+    assert "".join(e[1] for e in inner.events) == "inner-fd\n"
+    assert "".join(e[1] for e in outer.events) == "python\ninner-fd\nouter-fd\n"  # each text once
+    assert "write" not in vars(stream)  # the stream's own write again
