@@ -193,14 +193,18 @@ def _diff(owner: tuple[str, str], before: Mapping[str, Any], after: Mapping[str,
     """Attributes set or deleted; in an installed module only public non-module ones."""
     found = []
     for name, value in after.items():
+        if before.get(name, _ABSENT) is value:  # first: nearly every attribute is unchanged
+            continue
         if _dunder(name) or (library and (name.startswith("_") or isinstance(value, types.ModuleType))):
             continue
-        if name not in before or before[name] is not value:
-            found.append(AttributeEffect(owner, name, value))
-    for name in before:
-        if name not in after and not _dunder(name) and not (library and name.startswith("_")):
+        found.append(AttributeEffect(owner, name, value))
+    for name in before.keys() - after.keys():
+        if not _dunder(name) and not (library and name.startswith("_")):
             found.append(AttributeEffect(owner, name, None, deleted=True))
     return found
+
+
+_ABSENT = object()
 
 
 def namespace_changes(before: Mapping[str, Any], after: MutableMapping[str, Any],
