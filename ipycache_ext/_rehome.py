@@ -8,7 +8,8 @@ the stored class, not of the class the namespace holds now (``isinstance`` fails
 the class cell ran again). ``Rehome`` walks the loaded objects once and fixes both:
 
 - notebook functions are rebuilt with the namespace as their globals (same code, defaults,
-  closure cells, attributes), and every reference the walk meets is re-pointed to them;
+  closure cells, attributes), and every reference the walk meets is re-pointed to them (a
+  nested function of one of your modules, carried by value too, gets its module's globals);
 - a notebook class that the namespace already holds under its name with the same code is
   replaced by that class (instances get it as their ``__class__``); any other has its
   methods rebuilt as above.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import sys
 import types
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -138,17 +140,27 @@ class Rehome:
             del obj[key]
             obj[new_key] = new
 
-    def _ours(self, func: types.FunctionType) -> bool:
-        """A notebook function that does not live in the namespace (yet)."""
+    def _home(self, func: types.FunctionType) -> dict[str, Any] | None:
+        """Where a function carried by value should live: the namespace for the notebook's,
+        the module for a nested function of a local module; None when it lives there already."""
+        if not self._code:
+            return None
         scope = func.__globals__
-        return self._code and scope is not self.namespace and scope.get("__name__") == self.module
+        name = scope.get("__name__")
+        home: Any
+        if name == self.module:
+            home = self.namespace
+        else:
+            module = sys.modules.get(name) if isinstance(name, str) else None
+            home = getattr(module, "__dict__", None)
+        return home if isinstance(home, dict) and home is not scope else None
 
     def _function(self, func: types.FunctionType, depth: int) -> Any:
-        if not self._ours(func):
+        home = self._home(func)
+        if home is None:
             self._parts(func, depth)
             return func
-        new = types.FunctionType(func.__code__, self.namespace, func.__name__, func.__defaults__,  # type: ignore[arg-type]
-                                 func.__closure__)  # fmt: skip
+        new = types.FunctionType(func.__code__, home, func.__name__, func.__defaults__, func.__closure__)
         new.__qualname__ = func.__qualname__
         new.__module__ = func.__module__
         new.__doc__ = func.__doc__

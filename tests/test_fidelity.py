@@ -127,6 +127,14 @@ SCENARIOS: list[dict[str, Any]] = [
         "observe": "obs = dict(x=fid_first.X)",
     },
     {
+        "name": "module_closure",  # a nested function of a local module: it lives in its module
+        "cells": [
+            "import sys\nif '{tmp}' not in sys.path:\n    sys.path.insert(0, '{tmp}')\nimport fid_maker",
+            "{magic}\ng = fid_maker.make()",
+        ],
+        "observe": "fid_maker.FACTOR = 10\nobs = dict(v=g(1), home=g.__globals__ is vars(fid_maker))",
+    },
+    {
         "name": "refused",  # an attribute set to what can't be pickled: said once, and the cell runs
         "cells": [
             "import sys\nif '{tmp}' not in sys.path:\n    sys.path.insert(0, '{tmp}')\nimport fid_locks",
@@ -195,6 +203,9 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     (tmp / "fid_conf.py").write_text("MODE = 'slow'\nOLD = 1\n")
     (tmp / "fid_locks.py").write_text("LOCK = None\n")
     (tmp / "fid_first.py").write_text("X = 1\n")
+    (tmp / "fid_maker.py").write_text(
+        "FACTOR = 2\ndef make():\n    def inner(x):\n        return x * FACTOR\n    return inner\n"
+    )
     (tmp / "fid_script.py").write_text("from_script = 'ran'\n")
     cache = tmp / "cache"
     return {
@@ -211,7 +222,16 @@ def _ours(text: str) -> str:
 
 SAME_AS_PLAIN = [
     *("functions", "classes", "dataframe_alias", "list_alias", "alias_rebound", "dynamic_names"),
-    *("attributes", "first_import", "refused", "logging", "traceback", "random_state", "kernel_state"),
+    *(
+        "attributes",
+        "first_import",
+        "module_closure",
+        "refused",
+        "logging",
+        "traceback",
+        "random_state",
+        "kernel_state",
+    ),
 ]
 
 
