@@ -166,3 +166,21 @@ def test_a_query_through_a_cached_connection_recomputes_when_the_database_change
     run(shell, cell)
     assert "shop.db` changed" in capsys.readouterr().out
     assert shell.user_ns["total"] == 6
+
+
+def test_persisting_an_entry_keyed_by_identity_warns_once_naming_the_input(
+    shell: InteractiveShell, tmp_path: Path
+) -> None:
+    run(shell, f"%config CacheMagics.cache_dir = {str(tmp_path / 'cache')!r}")
+    run(shell, "import threading\nlock = threading.Lock()")
+    cell = "%%cache_data --persist\nwith lock:\n    v = 1"
+    with pytest.warns(
+        RuntimeWarning, match=r"`lock` can't be hashed and is keyed by its identity.*hash_funcs"
+    ):
+        run(shell, cell)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(shell, "lock = threading.Lock()")
+        run(shell, cell)  # another miss of the same cell: not said again
