@@ -14,12 +14,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="blocked outside the team tier: on bob's team hit, _rehome.Rehome.fix reads "
-    "type(obj).__module__.partition(...) and a Cython metatype (_cython_3_3_1._common_types_metatype, "
-    "of pandas' fused_cython_function) has a getset_descriptor there (AttributeError)",
-)
 def test_the_second_users_slow_cell_is_a_hit_computed_by_the_first() -> None:
     require_redis_server()
     result = subprocess.run(
