@@ -8,6 +8,7 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Float, Int, Unicode, Union, observe
+from traitlets import Bool, Float, Int, List, Unicode, Union, observe
 
 from ._cellrun import UserCodeError
 from ._cells import CachedCells, parse_options
@@ -28,6 +29,7 @@ from ._persist import DEFAULT_DISK_BUDGET, configure, open_if_present
 from ._report import DEFAULT_LIMIT, render_info
 from ._report import PREFIX as _PREFIX
 from ._store import CacheStore, Kind, get_store
+from ._team import team_settings
 from ._ttl import parse_ttl
 
 
@@ -110,6 +112,28 @@ class CacheMagics(Magics):
         config=True,
         help="Bytes that persisted entries may take on disk; least recently used go first.",
     )
+    team_store = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="The team store (redis://host:6379/0 or file:///srv/team-cache); None: "
+        "$IPYCACHE_EXT_TEAM_STORE, else no team tier. Set in ipython_config.py, never from a notebook.",
+    )
+    team_namespace = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="The team's (or project's) namespace in the team store; None: $IPYCACHE_EXT_TEAM_NAMESPACE "
+        "or 'default'.",
+    )
+    team_trusted_keys = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Public keys ('[name] ed25519:...') or files of them whose entries are trusted; None: "
+        "$IPYCACHE_EXT_TEAM_TRUSTED_KEYS. Set in ipython_config.py, never from a notebook.",
+    )
 
     def __init__(self, shell: InteractiveShell, store: CacheStore | None = None) -> None:
         # Before super().__init__: loading config there already calls the observers below.
@@ -117,9 +141,11 @@ class CacheMagics(Magics):
         self._shell = shell  # typed, never None (Magics.shell may be None)
         self._cell_id: str | None = None
         self._cells = CachedCells(shell, engine_for(self.store))
+        self._team_fixed = False
         super().__init__(shell=shell, parent=shell)
         self._apply_store_settings()
         self._configure_disk()
+        self._team_fixed = True  # from now on (a notebook cell), the team settings can't change
 
     # ---------------------------------------------------------------- settings
     @observe("memory_budget", "max_entries")
@@ -144,10 +170,32 @@ class CacheMagics(Magics):
     def _disk_settings_changed(self, change: Any) -> None:
         self._configure_disk()
 
+    @observe("team_store", "team_namespace", "team_trusted_keys")
+    def _team_settings_changed(self, change: Any) -> None:
+        """Refused once the extension is loaded: a notebook must not redirect the team store or
+        add a trusted signer (opening someone's notebook would then trust their pickles)."""
+        if not self._team_fixed:
+            return
+        self._team_fixed = False
+        try:
+            self.set_trait(change["name"], change["old"])
+        finally:
+            self._team_fixed = True
+        message = (
+            f"CacheMagics.{change['name']} can't be changed from a notebook: set it in ipython_config.py "
+            "(c.CacheMagics.team_store = ...) or in the environment (IPYCACHE_EXT_TEAM_*) and restart "
+            "the kernel"
+        )
+        print(f"{_PREFIX} {message}", file=sys.stderr)  # %config only logs what its target raises
+        raise UsageError(message)
+
     def _configure_disk(self) -> None:
         """The store keeps these, so decorators persist to the same place as cells."""
         directory = Path(self.cache_dir).expanduser() if self.cache_dir else None
-        configure(self.store, directory, self.disk_budget)
+        team = None
+        if self.team_store or self.team_namespace or self.team_trusted_keys:
+            team = team_settings(self.team_store, self.team_namespace, self.team_trusted_keys)
+        configure(self.store, directory, self.disk_budget, team=team)
 
     def pre_run_cell(self, info: Any) -> None:
         """Remember the running cell's id (Jupyter sends one) so misses can be explained per cell."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -597,3 +599,34 @@ def test_cache_info_shows_the_first_rows_and_says_how_to_see_all(
     assert "v0 = 0" in shown and "v59 = 59" not in shown and "%cache_info --all" in shown
     run(shell, "%cache_info --all")
     assert "v59 = 59" in capsys.readouterr().out
+
+
+def test_a_notebook_cannot_redirect_the_team_store_or_add_a_trusted_signer(
+    shell: InteractiveShell, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for setting in ("team_store = 'redis://127.0.0.1:1/0'", "team_trusted_keys = ['ed25519:AAAA']"):
+        shell.run_cell(f"%config CacheMagics.{setting}")  # %config prints what its target raised
+        said = capfd.readouterr()
+        assert "can't be changed from a notebook" in said.out + said.err, setting
+        assert "ipython_config.py" in said.out + said.err
+    magics = shell.magics_manager.registry["CacheMagics"]
+    assert magics.team_store is None and magics.team_trusted_keys is None
+
+
+def test_the_team_store_set_in_the_configuration_is_used(store: CacheStore, tmp_path: pathlib.Path) -> None:
+    from traitlets.config import Config
+
+    from ipycache_ext import _persist
+
+    ip = InteractiveShell.instance()
+    config = Config()
+    config.CacheMagics.team_store = f"file://{tmp_path / 'team'}"
+    config.CacheMagics.team_namespace = "analytics"
+    ip.config.update(config)
+    try:
+        ipycache_ext.load_ipython_extension(ip, store=store)
+        directory, _budget, team = _persist._settings[store]
+        assert team is not None and team.url.endswith("/team") and team.namespace == "analytics"
+    finally:
+        ipycache_ext.unload_ipython_extension(ip)
+        ip.config.pop("CacheMagics", None)
