@@ -625,7 +625,7 @@ def test_the_team_store_set_in_the_configuration_is_used(store: CacheStore, tmp_
     ip.config.update(config)
     try:
         ipycache_ext.load_ipython_extension(ip, store=store)
-        directory, _budget, team = _persist._settings[store]
+        _directory, _budget, team = _persist._settings[store]
         assert team is not None and team.url.endswith("/team") and team.namespace == "analytics"
     finally:
         ipycache_ext.unload_ipython_extension(ip)
