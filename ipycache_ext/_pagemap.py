@@ -22,6 +22,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,8 +34,10 @@ _PAGEMAP_SCAN = (3 << 30) | (96 << 16) | (ord("f") << 8) | 16
 _IS_FILE, _IS_PRESENT, _IS_SWAPPED = 1 << 2, 1 << 3, 1 << 4
 # pagemap entry bits: 63 present, 62 swapped, 61 file page or shared anonymous
 _PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61
-# A range this long is scanned by two threads (page-table walks of read pages cost ~40 ns a page).
+# A range this long may be scanned by two threads (page-table walks of read pages cost ~40 ns a
+# page), when the first eighth of it took longer than _SLOW seconds.
 _SPLIT = 64 << 20
+_SLOW = 0.0002
 
 
 _SCAN_FIELDS = "size flags start end walk_end vec vec_len max_pages inverted mask anyof returned"
@@ -140,13 +143,22 @@ class _Pagemap:
         check = self._scan if self.scan else self._entries
         if end - start < _SPLIT:
             return check(start, end)
-        middle = start + (end - start) // 2 // _PAGE * _PAGE
+        # An untouched range is answered in microseconds, one whose pages were all read costs
+        # a walk of every page table entry: try an eighth, and walk the rest in two threads
+        # only if that eighth was slow.
+        first = start + (end - start) // 8 // _PAGE * _PAGE
+        began = time.perf_counter()
+        if check(start, first):
+            return True
+        if time.perf_counter() - began < _SLOW:
+            return check(first, end)
+        middle = first + (end - first) // 2 // _PAGE * _PAGE
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="ipycache-pagemap")
         other = self._pool.submit(check, middle, end)
-        return check(start, middle) | other.result()
+        return check(first, middle) | other.result()
 
 
 _pagemap = _Pagemap()

@@ -187,3 +187,26 @@ def test_hits_outlive_the_file_and_stay_private(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cache.load("b2") is None
+
+
+def test_a_restored_hit_is_keyed_without_hashing_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipycache_ext import _hash_data
+    from ipycache_ext._hashing import digest
+
+    cache = SignedCache.in_directory(tmp_path / "cache")
+    value = np.arange(3_000_000, dtype=np.float64)  # 24 MB: hashed in pieces
+    assert cache.save(serialize(value), _header("c3"))
+    found = cache.load("c3")
+    assert found is not None
+    hit = found[0].load()
+    hashed: list[int] = []
+    original = _hash_data.piece_digests
+    monkeypatch.setattr(_hash_data, "piece_digests", lambda data: hashed.append(1) or original(data))
+    assert digest(hit) == digest(value)
+    assert len(hashed) == 1  # the original was hashed; the file-mapped hit was known from its check
+    with _pagemap.forced_fallback():
+        assert digest(hit) == digest(value)
+    hit[1_500_000] = -1.0
+    assert digest(hit) != digest(value)
