@@ -57,11 +57,12 @@ def test_the_panel_notebook_runs_and_shows_a_row_per_entry() -> None:
     parts = _children(models, panel)
     header = next(m for m in parts if "ipycache-header" in _classes(m))
     # The three cells cached before %cache_panel ran; the fourth, added later, reaches the
-    # page through the panel's ticker thread, which nbclient does not record.
-    assert header["state"]["value"].startswith("3 entries · memory ")
+    # panel through its ticker thread, which nbclient records only if that update lands
+    # before the notebook ends (on a loaded machine it may, or not).
+    assert header["state"]["value"].startswith(("3 entries · memory ", "4 entries · memory "))
     entries = next(m for m in parts if "ipycache-entries" in _classes(m))
     rows = _children(models, entries)
-    assert len(rows) == 3
+    assert len(rows) in (3, 4)
     assert all("ipycache-entry" in _classes(row) for row in rows)
 
     shown = []
@@ -72,7 +73,7 @@ def test_the_panel_notebook_runs_and_shows_a_row_per_entry() -> None:
         assert "ipycache-delete" in _classes(cells[-1])
         assert "ipycache-ttl" in _classes(cells[1 + COLUMNS.index("ttl")])
         shown.append(dict(zip(COLUMNS, (_text(c) for c in cells[1:-1]), strict=True)))
-    squares, words, conn = shown  # oldest first
+    squares, words, conn = shown[:3]  # oldest first
     assert squares["label"].endswith("squares = [i * i for i in range(200_000)]")
     assert (squares["kind"], squares["names"]) == ("data", "squares, total")
     assert squares["size"].endswith("KiB") or squares["size"].endswith("MiB")
