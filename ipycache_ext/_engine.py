@@ -289,6 +289,13 @@ class CacheEngine:
         persist = request.persist if request.kind == "data" else False
         if persist and not ensure_persistence(self.store):
             persist = False  # said once, by ensure_persistence
+        if persist == "team" and getattr(self.store.persistence, "team", None) is None:
+            self.warn_once(
+                "", "no-team",
+                "no team store is configured, so shared entries are kept on this machine's disk only; "
+                "an administrator sets one with team_store in ipython_config.py or IPYCACHE_EXT_TEAM_STORE",
+            )  # fmt: skip
+            persist = "disk"
         options: dict[str, Any] = {"persist": persist} if persist else {}
         return self.store.get_or_create(
             plan.key,

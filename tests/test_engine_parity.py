@@ -184,3 +184,14 @@ def test_persisting_an_entry_keyed_by_identity_warns_once_naming_the_input(
         warnings.simplefilter("error")
         run(shell, "lock = threading.Lock()")
         run(shell, cell)  # another miss of the same cell: not said again
+
+
+def test_sharing_without_a_team_store_says_so_once_and_keeps_the_entry_on_disk(
+    shell: InteractiveShell, store: CacheStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IPYCACHE_EXT_TEAM_STORE", raising=False)
+    run(shell, f"%config CacheMagics.cache_dir = {str(tmp_path / 'cache')!r}")
+    with pytest.warns(RuntimeWarning, match="no team store is configured.*disk only"):
+        run(shell, "%%cache_data --share\nshared = 1")
+    (entry,) = store.entries()
+    assert entry.persisted and not entry.shared
