@@ -69,7 +69,11 @@ class UserCodeError(Exception):
             return
         user_tb = self.user_traceback()
 
+        number = cell_number(shell)
+
         def render() -> list[str]:
+            if cell_number(shell) != number:  # the same error raised again by a later cell
+                return list(formatter.structured_traceback(type(error), error, error.__traceback__))
             return list(formatter.structured_traceback(type(error), error, user_tb, tb_offset=0))
 
         with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__

@@ -429,3 +429,19 @@ def test_in_one_kernel_a_resource_cell_changes_the_namespaces_object_too(
     assert run(shell, "handle") is not None
     _twice(shell, "items = [1]\nsame = items", "%%cache_resource\nitems.append(2)\nhandle = object()")
     assert run(shell, "same == [1, 2] and items is same") is True  # the stored bindings were not changed
+
+
+def test_an_error_raised_again_later_shows_its_new_traceback(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(shell, "class Box:\n    pass\nbox = Box()")
+    failed = shell.run_cell(
+        "%%cache_data\ntry:\n    1 / 0\nexcept ZeroDivisionError as exc:\n    box.error = exc\n    raise",
+        store_history=True,
+    )
+    assert isinstance(failed.error_in_exec, ZeroDivisionError)
+    capsys.readouterr()
+    again = shell.run_cell("def rethrow():\n    raise box.error\nrethrow()", store_history=True)
+    assert again.error_in_exec is failed.error_in_exec  # the same object, raised from elsewhere
+    out = capsys.readouterr().out
+    assert "rethrow()" in out and "raise box.error" in out
