@@ -69,12 +69,15 @@ def load_ipython_extension(ipython: Any, store: CacheStore | None = None) -> Non
 
     if id(ipython) in _loaded:
         return
+    from . import _progress_view
+
     magics = CacheMagics(ipython, store=store)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
     _loaded[id(ipython)] = magics
+    _progress_view.install(ipython)  # long loads and hashing show progress in the notebook
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -83,6 +86,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close()
+    from . import _progress_view
+
+    _progress_view.uninstall()
     for kind, table in magics.magics.items():
         for name in table:
             ipython.magics_manager.magics[kind].pop(name, None)

@@ -23,6 +23,7 @@ from ._deps import dynamic_reads
 from ._engine import CacheEngine, Outcome, Plan, Request, changed_inputs, unhashable_input
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
 from ._fidelity import serve, unreproducible
+from ._format import cell_label
 from ._hashing import MISSING, Unhashable, combine
 from ._report import PREFIX, hit_line
 from ._serialize import SerializedValue, serialize
@@ -112,7 +113,7 @@ class CachedCells:
         request = Request(
             kind=kind,
             origin=origin or prepared.label,
-            label=f"[{number}] {prepared.label}" if isinstance(number, int) else prepared.label,
+            label=cell_label(prepared.label, number if isinstance(number, int) else None),
             code=analysis.code_digest,
             group=group,
             options=prepared.options_digest,
@@ -227,19 +228,6 @@ def check_names(names: list[str], what: str) -> tuple[str, ...]:
         if not name.isidentifier() or keyword.iskeyword(name):
             raise CacheError(f"{what} {name!r} is not a variable name")
     return tuple(dict.fromkeys(names))
-
-
-def cell_label(cell: str) -> str:
-    """The cell's first meaningful line, short: comments, imports and line magics skipped
-    (``import time`` says nothing of what a cell computes), unless that is all there is."""
-    lines = [line.strip() for line in cell.splitlines() if line.strip()]
-    code = [line for line in lines if not line.startswith("#")]
-    meaningful = [line for line in code if not line.startswith(("import ", "from ", "%"))]
-    for candidates in (meaningful, code, lines):
-        if candidates:
-            text = candidates[0]
-            return text if len(text) <= 60 else text[:57] + "..."
-    return "(empty cell)"
 
 
 def _unhashable_input(name: str, value: Any, exc: Unhashable) -> UnhashableInputError:

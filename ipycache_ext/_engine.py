@@ -25,14 +25,17 @@ from typing import Any
 from . import _deps as deps
 from ._errors import UnhashableInputError
 from ._explain import KeyRecord, MissExplainer, describe_miss
+from ._format import format_size
 from ._hashing import MISSING, HashFuncs, Unhashable, combine, digest
 from ._identity import IdentityTokens, ResourceIndex
 from ._persist import ensure_persistence
+from ._progress import progress
 from ._serialize import SerializedValue
 from ._store import CacheStore, EntryInfo, Kind, Lookup
 
 __all__ = ["CacheEngine", "Outcome", "Plan", "Request", "engine_for"]
 
+_SHOW_PROGRESS_FROM = 256 << 20  # inputs this large may take a second to hash: say so then
 _TOO_DEEP = "recursion limit"  # in the reason of the Unhashable raised for too deeply nested data
 _IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
 _NOT_FOUND = object()
@@ -141,7 +144,11 @@ class CacheEngine:
             return token
         context = _Context(self) if context is None else context
         try:
-            return _digest(value, None, context)
+            size = _rough_size(value)
+            if size < _SHOW_PROGRESS_FROM:
+                return _digest(value, None, context)
+            with progress(f"hashing `{name}` ({format_size(size)})"):  # shown if it takes > 1 s
+                return _digest(value, None, context)
         except Unhashable as exc:
             if _TOO_DEEP in exc.reason:
                 raise
@@ -416,6 +423,20 @@ def _dependencies(entry: EntryInfo) -> tuple[Any, ...]:
 
 def _digest(value: Any, hash_funcs: HashFuncs | None, context: _Context) -> str:
     return digest(value, hash_funcs=hash_funcs, context=context)
+
+
+def _rough_size(value: Any) -> int:
+    """The bytes of an array or frame, cheaply (no deep walk), to decide on showing progress."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    usage = getattr(value, "memory_usage", None)
+    if callable(usage) and type(value).__module__.startswith("pandas"):
+        try:
+            return int(usage(index=True, deep=False).sum())
+        except Exception:  # a frame subclass with another signature: no progress, that's all
+            return 0
+    return 0
 
 
 def _is_immutable(value: Any, depth: int = 0) -> bool:

@@ -9,7 +9,6 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 from __future__ import annotations
 
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from ._engine import Outcome, engine_for
 from ._errors import CacheError
 from ._format import unnumbered
 from ._persist import DEFAULT_DISK_BUDGET, configure, open_if_present
-from ._report import DEFAULT_LIMIT, render_info
+from ._report import DEFAULT_LIMIT, module_test, render_info
 from ._report import PREFIX as _PREFIX
 from ._store import CacheStore, Kind, get_store
 from ._team import team_settings
@@ -279,21 +278,14 @@ class CacheMagics(Magics):
     def cache_info(self, line: str) -> None:
         """A table of the cached entries: label, kind, names, size, age, TTL left, hits."""
         args = _parse(self.cache_info, line)
-        namespace = self._shell.user_ns
-        print(
-            render_info(
-                self.store,
-                explain=args.explain,
-                limit=None if args.all else DEFAULT_LIMIT,
-                is_module=lambda name: isinstance(namespace.get(name), types.ModuleType),
-            )
-        )
+        limit = None if args.all else DEFAULT_LIMIT
+        print(render_info(self.store, explain=args.explain, limit=limit, is_module=self._is_module))
 
     @line_magic
     def cache_panel(self, line: str) -> Any:
         """Show the live cache panel (in a terminal, which has no widgets: the %cache_info table)."""
         if getattr(self._shell, "kernel", None) is None:
-            print(render_info(self.store))
+            print(render_info(self.store, is_module=self._is_module))
             return None
         from ._panel import CachePanel
 
@@ -336,6 +328,10 @@ class CacheMagics(Magics):
             self._shell, self.store, outcome.key, hit=outcome.hit, entry=entry,
             compute_seconds=entry.compute_seconds if entry is not None else 0.0, recompute=recompute,
         )  # fmt: skip
+
+    @property
+    def _is_module(self) -> Callable[[str], bool]:
+        return module_test(self._shell.user_ns)
 
     def _ttl(self, text: str | None) -> float | None:
         value = text if text is not None else self.default_ttl
