@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["AttributeEffect", "EffectRecorder", "KernelEffects"]
@@ -96,14 +96,13 @@ class KernelEffects:
     attributes: tuple[AttributeEffect, ...] = ()
     path_added: tuple[tuple[int, str], ...] = ()  # sys.path entries added, with their position
     path_removed: tuple[str, ...] = ()
-    extra: tuple[str, ...] = field(default=())  # problems found while recording
 
     def __bool__(self) -> bool:
-        return bool(self.attributes or self.path_added or self.path_removed or self.extra)
+        return bool(self.attributes or self.path_added or self.path_removed)
 
     def problems(self, namespace: Mapping[str, Any]) -> list[str]:
         """Why a hit could not reproduce these effects here (empty: it can)."""
-        found = list(self.extra)
+        found = []
         for effect in self.attributes:
             if isinstance(effect.value, _Unreplayable):
                 found.append(effect.value.reason)
