@@ -336,3 +336,108 @@ def test_expiry_thread_releases_on_time_and_stops_on_close() -> None:
     assert reaper.is_alive()
     store.close()
     _join_all([reaper], 5)
+
+
+class LeasingTier:
+    """A thread-safe tier in a dict whose claims are exclusive leases, like the team tier's."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.saved: dict[str, tuple[Any, Any]] = {}
+        self.leases: dict[str, threading.Lock] = {}
+        self.held: Counter[str] = Counter()
+        self.errors: list[str] = []
+
+    def load(self, key: str, where: str) -> Any:
+        from ipycache_ext._store import Restored
+
+        with self.guard:
+            found = self.saved.get(key)
+        if found is None:
+            return None
+        value, entry = found
+        return Restored(value, value.nbytes, entry.created, entry.expires, entry.compute_seconds)
+
+    def save(self, key: str, value: Any, entry: Any, where: str) -> bool:
+        with self.guard:
+            if not self.held[key]:
+                self.errors.append(f"{key}: saved without holding its lease")
+            self.saved[key] = (value, entry)
+        return True
+
+    def claim(self, key: str, where: str) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def lease() -> Iterator[Any]:
+            with self.guard:
+                lock = self.leases.setdefault(key, threading.Lock())
+            with lock:  # another kernel's computation of the key: wait for it, then look again
+                with self.guard:
+                    self.held[key] += 1
+                try:
+                    yield self.load(key, where)
+                finally:
+                    with self.guard:
+                        self.held[key] -= 1
+
+        return lease()
+
+    def delete(self, key: str) -> None:
+        with self.guard:
+            self.saved.pop(key, None)
+
+    def clear(self) -> int:
+        with self.guard:
+            count = len(self.saved)
+            self.saved.clear()
+        return count
+
+    def usage(self) -> tuple[int, int]:
+        with self.guard:
+            return sum(v.nbytes for v, _ in self.saved.values()), 10**9
+
+
+@pytest.mark.filterwarnings("error")
+def test_two_kernels_on_one_tier_compute_each_key_once(ticking: TickingClock) -> None:
+    """Two stores (two kernels) share a leasing tier: each key is computed once between them."""
+    tier = LeasingTier()
+    kernels = [CacheStore(timer=ticking, memory_budget=10**6) for _ in range(2)]
+    for kernel in kernels:
+        kernel.persistence = tier  # type: ignore[assignment]
+    computed: Counter[str] = Counter()
+    guard = threading.Lock()
+    errors: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        store = kernels[seed % 2]
+        try:
+            barrier.wait(5)
+            for _ in range(200):
+                key = rng.choice(DATA_KEYS)
+
+                def compute(key: str = key) -> tuple[Any, int]:
+                    with guard:
+                        computed[key] += 1
+                    time.sleep(rng.choice((0, 0.001)))
+                    value = serialize({"key": key})
+                    return value, value.nbytes
+
+                lookup = store.get_or_create(key, compute, kind="data", label=key, persist="team")
+                if lookup.value.load() != {"key": key}:
+                    errors.append(f"{key}: served {lookup.value.load()}")
+        except BaseException as exc:
+            errors.append(f"worker {seed}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    _join_all(threads)
+    assert not errors and not tier.errors, (errors + tier.errors)[:5]
+    assert dict(computed) == dict.fromkeys(DATA_KEYS, 1)  # once, by one kernel or the other
+    assert not +tier.held and all(not k._flights and lock_is_free(k) for k in kernels)
+    for kernel in kernels:
+        assert {e.key for e in kernel.entries()} <= set(DATA_KEYS)
+        kernel.close()
