@@ -24,7 +24,7 @@ from ._engine import CacheEngine, Outcome, Plan, Request, changed_inputs, unhash
 from ._errors import CacheError, UnhashableInputError, UnserializableResultError
 from ._fidelity import serve, unreproducible
 from ._format import cell_label
-from ._hashing import MISSING, Unhashable, combine
+from ._hashing import MISSING, Unhashable, combine, import_inputs
 from ._report import PREFIX, hit_line
 from ._serialize import SerializedValue, serialize
 from ._store import Kind
@@ -107,6 +107,8 @@ class CachedCells:
         __tracebackhide__ = True
         analysis = prepared.analysis
         inputs = self._input_values(analysis, options.ignore)
+        if analysis.imports:  # `import helpers` in the cell: helpers' code is an input too
+            inputs.update(import_inputs(analysis.imports))
         code, options_digest = analysis.code_digest, prepared.options_digest
         group = combine([("kind", kind), ("code", code), ("options", options_digest)])
         number = getattr(self.shell, "execution_count", None)

@@ -122,11 +122,6 @@ def test_a_cell_reading_a_module_sees_an_edit_of_a_module_that_one_imports(
     assert runs(ip) == 2 and ip.user_ns["out"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine must add hashing.import_inputs(analysis.imports) to a cell's inputs "
-    "(_cells.py, the lead's file)",
-)
 def test_a_cell_that_imports_a_local_module_itself_sees_its_edits(
     ip: InteractiveShell, local_modules: Path
 ) -> None:
