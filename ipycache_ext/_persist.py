@@ -478,6 +478,13 @@ class StorePersistence:
         else:
             context.__exit__(None, None, None)
 
+    def close(self) -> None:
+        """Let go of the tiers' connections and descriptors (the store calls it when it closes)."""
+        self.flush(timeout=30)
+        for backend in (getattr(self.disk, "backend", None), getattr(self.team, "backend", None)):
+            if backend is not None:
+                backend.close()
+
     def delete(self, key: str) -> None:
         """Forget ``key`` locally. Team entries are never deleted by a kernel (TTL or the admin)."""
         if self.disk is not None:

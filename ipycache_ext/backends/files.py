@@ -120,8 +120,15 @@ class FileBackend:
         self.shared = shared
         self.directory.mkdir(mode=0o700 if not shared else 0o775, parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = self._open_index()
+        self._connection: sqlite3.Connection | None = self._open_index()
         self._sweep(stale_after)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The index connection (kept open: WAL connections are cheap to keep, slow to reopen)."""
+        if self._connection is None:  # used again after close()
+            self._connection = self._open_index()
+        return self._connection
 
     # the index
     def _open_index(self) -> sqlite3.Connection:
@@ -339,8 +346,11 @@ class FileBackend:
         return evicted
 
     def close(self) -> None:
+        """Close the index connection (three descriptors with -wal and -shm); reopened if used again."""
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     # leases
     def _lease_path(self, key: str) -> Path:

@@ -142,3 +142,17 @@ def test_leases_are_released_when_their_process_dies(tmp_path: Path) -> None:
     lease = backend.acquire("k", "bob", 30)
     assert lease is not None
     lease.release()
+
+
+def test_close_releases_the_index_descriptors_and_a_closed_backend_reopens(tmp_path: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    backend = FileBackend(tmp_path / "store")
+    backend.put("k", [b"x" * 100], tag="t", size=100)
+    assert open_fds() > before
+    backend.close()
+    assert open_fds() == before  # not left to garbage collection
+    assert backend.get("k") is not None and backend.usage() == 100
+    backend.close()
