@@ -93,6 +93,7 @@ def test_datetimes_arrow_strings_and_categoricals_round_trip() -> None:
 def test_entries_survive_their_hits_and_release_their_memory_file() -> None:
     import gc
 
+    gc.collect()  # values of earlier tests in a cycle would close their descriptors mid-count
     before = _open_fds()
     stored = serialize(np.arange(1_000_000))
     hits = [stored.load() for _ in range(5)]
@@ -122,6 +123,7 @@ def test_descriptors_and_mappings_go_with_their_entries_and_hits() -> None:
     from ipycache_ext import CacheStore
 
     store = CacheStore(memory_budget=10**9)
+    gc.collect()
     fds, mappings = _open_fds(), _memfd_mappings()
     for i in range(10):
         value = serialize(np.full(100_000, i))
