@@ -14,6 +14,7 @@ from typing import Any
 
 from ._engine import CacheEngine
 from ._errors import UnhashableInputError
+from ._hash_code import imports_are_pinned
 from ._hashing import HashFuncs, Unhashable, _module_is_library, digest, global_names
 
 _IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
@@ -72,6 +73,8 @@ class FunctionDigest:
         if not isinstance(func, types.FunctionType):
             return False  # a callable object: hashed by content, which can change in place
         seen.add(id(func))
+        if not imports_are_pinned(func):
+            return False  # it imports a local module in its body: that module can change under it
         for attribute in ("__code__", "__defaults__", "__kwdefaults__"):
             reads.append((functools.partial(getattr, func, attribute), getattr(func, attribute)))
         if not self._watch_value(func.__defaults__, reads, seen):

@@ -35,6 +35,7 @@ import xxhash
 if TYPE_CHECKING:
     from ._hashing import Walker
 
+
 # ------------------------------------------------------------------ library or local?
 def _library_dirs() -> tuple[str, ...]:
     found = {p for name in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_path(name))}
@@ -217,7 +218,8 @@ def import_target(
         origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
         locations = list(spec.submodule_search_locations or ())
         if spec.origin in ("built-in", "frozen") or (
-            (origin is None or _path_is_library(origin)) and all(_path_is_library(p) for p in locations)
+            (origin is None or _path_is_library(origin))
+            and all(_path_is_library(p) for p in locations)
             and (origin is not None or locations)
         ):
             return ModuleName(name)
@@ -275,11 +277,30 @@ def _first(pair: tuple[str, Any]) -> str:
 # ------------------------------------------------------------------ walking code
 _DOCSTRING_FLAG = 0x4000000  # CO_HAS_DOCSTRING, Python 3.14+
 _MODULE_SKIP = frozenset(
-    {"__builtins__", "__cached__", "__file__", "__loader__", "__spec__", "__doc__", "__name__",
-     "__package__", "__path__", "__warningregistry__"}
+    {
+        "__builtins__",
+        "__cached__",
+        "__file__",
+        "__loader__",
+        "__spec__",
+        "__doc__",
+        "__name__",
+        "__package__",
+        "__path__",
+        "__warningregistry__",
+    }
 )
 _CLASS_SKIP = frozenset(
-    {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__firstlineno__", "_abc_impl"}
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__doc__",
+        "__qualname__",
+        "__firstlineno__",
+        "_abc_impl",
+        "__slotnames__",
+    }  # copyreg caches __slotnames__ on the class when an instance is first pickled
 )
 
 
@@ -318,8 +339,10 @@ def walk_code(w: Walker, value: Any) -> bool:
         _library(w, b"libmodule", value.name, value.name)
     elif isinstance(value, types.CodeType):
         _code(w, value)
-    elif callable(value) and getattr(value, "__wrapped__", None) is not None and not isinstance(
-        getattr(type(value), "__wrapped__", None), property
+    elif (
+        callable(value)
+        and getattr(value, "__wrapped__", None) is not None
+        and not isinstance(getattr(type(value), "__wrapped__", None), property)
     ):
         # functools.cache / lru_cache / wraps-style wrappers: the code is the wrapped function's.
         w.tag(b"wrapper")

@@ -215,11 +215,6 @@ def test_autoreload_patches_are_seen_by_cached_cells(autoreloading: InteractiveS
     assert ip.user_ns["ran"] == [1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_funcdigest reuses a function's digest while its globals are unchanged; it must also "
-    "require _hash_code.imports_are_pinned(func) (the lead's file)",
-)
 def test_a_decorated_function_importing_a_local_module_sees_its_edits(
     shell: InteractiveShell, store: CacheStore, modules: Write, monkeypatch: pytest.MonkeyPatch
 ) -> None:
