@@ -60,6 +60,9 @@ def summary_line(stats: CacheStats) -> str:
         f"{format_size(stats.memory_budget)} · {plural(stats.hits, 'hit')} / "
         f"{plural(stats.misses, 'miss', 'misses')} · {format_duration(stats.time_saved)} saved"
     )
+    held = getattr(stats, "held_by_live_results", 0)
+    if held:  # buffers of entries that left, still mapped by results alive in the kernel
+        text = text.replace(" of ", f" (+{format_size(held)} held by live results) of ", 1)
     if stats.disk_budget:
         text += f" · disk {format_size(stats.disk_bytes)} of {format_size(stats.disk_budget)}"
     return text

@@ -101,3 +101,24 @@ def test_a_label_without_its_execution_number() -> None:
     assert unnumbered("df = load()") == "df = load()"
     assert unnumbered("[x] not a number") == "[x] not a number"
     assert unnumbered("fetch(city='Paris')") == "fetch(city='Paris')"
+
+
+def test_the_summary_says_what_live_results_still_hold_after_their_entry_left(store: CacheStore) -> None:
+    import numpy as np
+
+    from ipycache_ext._engine import Request, engine_for
+    from ipycache_ext._report import summary_line
+
+    engine = engine_for(store)
+    request = Request(kind="data", origin="o", label="big", code="c", group="g")
+    plan = engine.plan(request)
+    engine.fetch(request, plan, lambda: np.ones(4 << 20, dtype=np.uint8))  # 4 MiB: a mapped buffer
+    kept = engine.fetch(request, plan, lambda: None).value  # a hit, kept alive
+    assert "held by live results" not in summary_line(store.stats())
+    store.clear()
+    assert "(+4.0 MiB held by live results)" in summary_line(store.stats())
+    del kept
+    import gc
+
+    gc.collect()
+    assert "held by live results" not in summary_line(store.stats())
