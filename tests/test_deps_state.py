@@ -237,7 +237,13 @@ def test_a_namespace_snapshot_sees_any_variable_change_and_can_be_narrowed() -> 
     deps = rec.dependencies()
     (snapshot,) = of(deps, "namespace")
     assert set(snapshot["names"]) == {"a", "rows", "x"}  # no modules, no hidden names, not excluded
-    assert first_change(deps, namespace=namespace) is None
+    assert snapshot["names"]["x"][0] is None  # not there before the run, bound by it
+    assert first_change(deps, namespace=namespace) is None  # run again: `x` as the run left it
+    x = namespace.pop("x")
+    assert first_change(deps, namespace=namespace) is None  # after a restart: as before the run
+    namespace["x"] = x + 1
+    assert first_change(deps, namespace=namespace) == "`x` changed (it may read any variable: `eval`)"
+    namespace["x"] = x
     namespace["log"] = object()
     assert first_change(deps, namespace=namespace) is None  # left out
     namespace["rows"].append(3)

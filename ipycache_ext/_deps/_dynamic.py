@@ -104,10 +104,25 @@ def _value_digest(value: Any) -> str:
         return f"identity:{type(value).__qualname__}:{id(value)}"
 
 
-def namespace_record(namespace: Mapping[str, Any], *, via: str, exclude: Collection[str] = ()
-                     ) -> dict[str, Any]:  # fmt: skip
-    """The snapshot: every variable that may be read, by digest (unhashable ones by identity)."""
-    names = {name: _value_digest(namespace[name]) for name in _readable(namespace, exclude)}
+def namespace_digests(namespace: Mapping[str, Any], exclude: Collection[str] = ()) -> dict[str, str]:
+    """The digest of every variable that may be read (unhashable ones by identity)."""
+    return {name: _value_digest(namespace[name]) for name in _readable(namespace, exclude)}
+
+
+def namespace_record(before: Mapping[str, str], namespace: Mapping[str, Any], *, via: str,
+                     exclude: Collection[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The snapshot: each variable's digest before the run, and after it where the run changed it.
+
+    The result depends on the values before the run; a variable the run itself bound or
+    deleted may also be found as the run left it (the namespace after this very run) without
+    being a change. So a hit is served both after a restart (the run's names not there yet)
+    and on a re-run in the same kernel (the run's names still bound).
+    """
+    after = namespace_digests(namespace, exclude)
+    names: dict[str, Any] = {}
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        names[name] = old if old == new else [old, new]
     return {"kind": "namespace", "via": via, "exclude": sorted(exclude), "names": names}
 
 
@@ -115,14 +130,18 @@ def check_namespace(record: Mapping[str, Any], namespace: Mapping[str, Any] | No
     via = record.get("via", "a dynamic read")
     if namespace is None:
         return f"the variables it may read ({via}) can't be checked here"
-    recorded: Mapping[str, str] = record["names"]
-    now = _readable(namespace, record.get("exclude", ()))
+    recorded: Mapping[str, Any] = record["names"]
+    now = namespace_digests(namespace, record.get("exclude", ()))
     suffix = f" (it may read any variable: {via})"
     for name in sorted(set(recorded) | set(now)):
-        if name not in now:
+        known = recorded.get(name)
+        allowed = set(known) if isinstance(known, list) else {known}
+        digest = now.get(name)
+        if digest in allowed:
+            continue
+        if digest is None:
             return f"`{name}` was deleted{suffix}"
-        if name not in recorded:
+        if allowed == {None}:
             return f"`{name}` was defined{suffix}"
-        if _value_digest(namespace[name]) != recorded[name]:
-            return f"`{name}` changed{suffix}"
+        return f"`{name}` changed{suffix}"
     return None

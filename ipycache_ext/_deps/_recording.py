@@ -23,6 +23,12 @@ class Recording:
         self._namespace = namespace
         self.dynamic = dynamic  # the construct that reads names dynamically (None: none found)
         self._exclude = tuple(exclude)
+        self._namespace_before: dict[str, str] = {}
+        if namespace is not None:  # the values the computation may read, as they are before it runs
+            from ._dynamic import namespace_digests
+
+            with suspended():
+                self._namespace_before = namespace_digests(namespace, self._exclude)
         self._end_cwd = observations.cwd
         self._rng_after: dict[str, Any] = {}
         self._finished = False
@@ -52,7 +58,8 @@ class Recording:
                     from ._dynamic import namespace_record
 
                     via = self.dynamic or "a dynamic read"
-                    records.append(namespace_record(self._namespace, via=via, exclude=self._exclude))
+                    before = self._namespace_before
+                    records.append(namespace_record(before, self._namespace, via=via, exclude=self._exclude))
             self._records = tuple(records)
         return self._records
 
