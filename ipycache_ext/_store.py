@@ -418,6 +418,12 @@ class CacheStore:
         if expiry is not None:
             expiry.stop()
         self._remove_where(lambda e: True, "closed")
+        close_tiers = getattr(self.persistence, "close", None)
+        if callable(close_tiers):  # flushes background disk fills, releases the index's descriptors
+            try:
+                close_tiers()
+            except Exception as exc:  # shutting down: say it, don't raise
+                warnings.warn(f"closing the persistent tiers failed: {exc}", RuntimeWarning, stacklevel=2)
 
     def _remove_where(self, predicate: Callable[[Entry], bool], reason: str) -> int:
         removed: Removed = []
