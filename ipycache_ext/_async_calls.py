@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._engine import CacheEngine, Outcome, Plan, Request
+from ._replay import ArgumentChanges, replay_arguments, served
 
 __all__ = ["AsyncFlights"]
 
@@ -69,12 +70,18 @@ class AsyncFlights:
         with self._lock:
             return len(self._flights)
 
-    async def fetch(self, engine: CacheEngine, request: Request, plan: Plan, start: Start) -> Any:
-        """The value for ``plan``: served at once if stored, else from the one computation."""
+    async def fetch(
+        self, engine: CacheEngine, request: Request, plan: Plan, start: Start, var_keyword: str | None = None
+    ) -> Any:
+        """The value for ``plan``: served at once if stored, else from the one computation.
+
+        Arguments the computation changed in place are changed in this awaiter's too (each
+        awaiter passed its own objects; ``var_keyword`` names the ``**kwargs`` parameter).
+        """
         __tracebackhide__ = True
-        served = engine.peek(request, plan)
-        if served is not None:
-            return served.value
+        hit = engine.peek(request, plan)
+        if hit is not None:
+            return served(hit, request, var_keyword).value
         loop = asyncio.get_running_loop()
         while True:
             flight = self._join(plan.key, loop, start)
@@ -95,7 +102,10 @@ class AsyncFlights:
                 self._leave(flight)
                 raise
             self._leave(flight)
-            return engine.load(request.kind, outcome.stored)  # data: a copy for every awaiter
+            value = engine.load(request.kind, outcome.stored)  # data: a copy for every awaiter
+            if isinstance(value, ArgumentChanges):
+                return replay_arguments(request.arguments, value, var_keyword)
+            return value
 
     def _join(self, key: str, loop: asyncio.AbstractEventLoop, start: Start) -> _Flight:
         with self._lock:

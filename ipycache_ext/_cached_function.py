@@ -20,6 +20,7 @@ from ._call_keys import CallKeys
 from ._computing import Computation, Function, Superseded, release_unused
 from ._decorator_options import DecoratorOptions
 from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
+from ._replay import fetch_with_argument_replay, unwrap, with_argument_changes
 from ._store import CacheStore, get_store
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ P = ParamSpec("P")
 Q = ParamSpec("Q")
 R = TypeVar("R")
 S = TypeVar("S")
+
 
 class CachedFunction(Generic[P, R]):
     """A function whose results live in the cache store; call it as you would the function.
@@ -76,10 +78,11 @@ class CachedFunction(Generic[P, R]):
         engine = self._engine()
         request, plan = self._keys.plan(engine, args, kwargs)
         miss = self._computation(engine, plan, args, kwargs)
-        try:
-            outcome = engine.fetch(request, plan, miss.compute, prepare=miss.keep)
+        try:  # a call that changes its arguments in place: a hit changes the caller's ones too
+            outcome = fetch_with_argument_replay(engine, request, plan, miss.compute, prepare=miss.keep,
+                var_keyword=self._keys.var_keyword, on_unreplayable=self._unreplayable)  # fmt: skip
         except Superseded as cleared:  # cleared while it computed: the caller's, not the store's
-            return cast(R, engine.load(request.kind, cleared.stored))
+            return cast(R, unwrap(engine.load(request.kind, cleared.stored)))
         if outcome.computed:
             miss.stored(outcome.entry)
             if self._background is not None:
@@ -145,11 +148,27 @@ class CachedFunction(Generic[P, R]):
         """Compute a stale entry again (on the background thread); it replaces the old one."""
         miss = self._computation(engine, plan, args, kwargs, background=True)
         try:
-            outcome = engine.fetch(request, plan, miss.compute, refresh=True, prepare=miss.keep)
+            outcome = fetch_with_argument_replay(
+                engine, request, plan, miss.compute, refresh=True, prepare=miss.keep,
+                var_keyword=self._keys.var_keyword,
+            )  # fmt: skip
         except Superseded:
             return None  # cleared, evicted or expired meanwhile: it stays gone
         miss.stored(outcome.entry)
         return outcome
+
+    def _unreplayable(self, names: list[str]) -> None:
+        """A cache_resource function changed arguments in place: a hit can't do that again."""
+        if self._last_engine is None:
+            return
+        changed = ", ".join(f"`{name}`" for name in names)
+        self._last_engine.warn_once(
+            self._identity,
+            "unreplayable",
+            f"{self._name}() changed its argument {changed} in place; @cache_resource keeps only the "
+            "returned object, so a hit leaves the argument as it is. Return what it computes instead "
+            "(or change a copy), or use @cache_data, whose hits change the caller's arguments too.",
+        )
 
     def refreshing(self, *args: Any, **kwargs: Any) -> bool:
         """Whether the entry for these arguments is being refreshed in the background now."""
@@ -164,7 +183,7 @@ class CachedFunction(Generic[P, R]):
         engine = self._engine()
         request, plan = self._keys.plan(engine, args, kwargs)
         start = functools.partial(self._compute_async, engine, request, plan, args, kwargs)
-        return await self._flights.fetch(engine, request, plan, start)
+        return await self._flights.fetch(engine, request, plan, start, self._keys.var_keyword)
 
     async def _compute_async(
         self, engine: CacheEngine, request: Request, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -175,13 +194,14 @@ class CachedFunction(Generic[P, R]):
             return served
         miss = self._computation(engine, plan, args, kwargs)
         value = await miss.compute_async()
+        kept = with_argument_changes(engine, request, plan, value, self._unreplayable)
         try:
-            outcome = engine.fetch(request, plan, lambda: value, prepare=miss.keep, copy_computed=False)
+            outcome = engine.fetch(request, plan, lambda: kept, prepare=miss.keep, copy_computed=False)
         except Superseded as cleared:  # cleared while it computed: for the awaiters only
             return Outcome(value, False, True, None, plan.key, None, cleared.stored)
         if outcome.computed:
             miss.stored(outcome.entry)
-        if not outcome.computed and outcome.value is not value:
+        if not outcome.computed and unwrap(outcome.value) is not value:
             release_unused(self._options, value, request.label)  # another decoration stored first
         return outcome
 

@@ -35,6 +35,11 @@ class CallKeys:
         self, func: Callable[..., Any], options: DecoratorOptions, name: str, identity: str, decorator: str
     ) -> None:
         self._signature = inspect.signature(func)
+        # the **kwargs parameter: its dict is new on every call (argument replay needs its name)
+        self.var_keyword = next(
+            (p.name for p in self._signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD),
+            None,
+        )
         self._name = name
         self._decorator = decorator
         self._code = FunctionDigest(func, options.hash_funcs)

@@ -493,3 +493,59 @@ def test_a_hash_func_that_raises_names_the_function_the_type_and_the_hash_func(c
     assert "broken" in message
     assert "ValueError: no name yet" in message
     assert cached.entries() == []
+
+
+# --------------------------------------------------------------------------- in-place changes of arguments
+def test_a_hit_changes_the_callers_arguments_as_the_call_did(cached: CacheStore) -> None:
+    tracker = Tracker()
+
+    @cache_data
+    def tag(items: list[str], _tracker: Tracker, **extra: dict[str, int]) -> int:
+        _tracker.called()
+        items.append("seen")
+        extra["counts"]["calls"] = 1
+        return len(items)
+
+    assert tag(["a"], tracker, counts={}) == 2
+    mine, counts = ["a"], {}
+    alias = mine
+    assert tag(mine, tracker, counts=counts) == 2
+    assert tracker.calls == 1  # a hit...
+    assert alias == ["a", "seen"]  # ...that left the caller's list as the call did
+    assert counts == {"calls": 1}  # **kwargs values too
+
+
+def test_async_awaiters_each_get_their_own_arguments_changed(cached: CacheStore) -> None:
+    @cache_data
+    async def tag(items: list[str], _gate: asyncio.Event) -> int:
+        await _gate.wait()
+        items.append("seen")
+        return len(items)
+
+    async def main() -> list[list[str]]:
+        gate = asyncio.Event()
+        lists = [["a"] for _ in range(3)]
+        calls = [asyncio.ensure_future(tag(items, gate)) for items in lists]
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert await asyncio.gather(*calls) == [2, 2, 2]
+        later = ["a"]
+        assert await tag(later, gate) == 2  # a hit
+        return [*lists, later]
+
+    assert asyncio.run(main()) == [["a", "seen"]] * 4
+    assert cached.stats().misses == 1
+
+
+def test_a_resource_that_changes_its_argument_says_a_hit_will_not(cached: CacheStore) -> None:
+    @cache_resource
+    def connect(settings: dict[str, int]) -> Resource:
+        settings["opened"] = 1
+        return Resource("db")
+
+    with pytest.warns(RuntimeWarning, match=r"connect\(\) changed its argument `settings` in place"):
+        connect({})
+    settings: dict[str, int] = {}
+    connect(settings)  # a hit: no second warning
+    assert settings == {}  # a resource hit does not change the argument (said once, above)
+    assert cached.stats().misses == 1
