@@ -28,6 +28,7 @@ import sysconfig
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -102,6 +103,19 @@ def _distributions_of() -> Mapping[str, list[str]]:
         return {}
 
 
+def _own_distribution(top: str) -> str | None:
+    """``name==version`` when a distribution named like the package ships it as a regular
+    package (numpy, pandas...): then no other distribution can provide it. None otherwise
+    (namespace packages, modules shipped under another name): the full scan decides."""
+    try:
+        dist = importlib.metadata.distribution(top)
+        shipped = any(Path(str(dist.locate_file(f"{top}{end}"))).is_file() for end in ("/__init__.py", ".py"))
+        name, version = dist.metadata["Name"], dist.version
+    except Exception:  # not installed under that name, or broken metadata
+        return None
+    return f"{name}=={version}" if shipped and name and version else None
+
+
 @functools.lru_cache(maxsize=1024)
 def module_version(module_name: str) -> str:
     """The version of the distribution(s) providing a top-level package, or ''.
@@ -110,6 +124,9 @@ def module_version(module_name: str) -> str:
     or not it is imported yet (``import x`` inside a cached cell is keyed before it runs).
     """
     top = module_name.partition(".")[0]
+    own = _own_distribution(top)
+    if own is not None:  # the common case, without scanning every installed package (~0.9 s)
+        return own
     versions: list[str] = []
     for dist in sorted(set(_distributions_of().get(top, ()))):
         try:
