@@ -16,10 +16,11 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ._decorator_options import DecoratorOptions
+from ._deps import dynamic_reads
 from ._engine import CacheEngine, Plan, Request
 from ._errors import UnhashableInputError
 from ._funcdigest import FunctionDigest, type_name
-from ._hashing import Unhashable
+from ._hashing import Unhashable, global_names
 
 __all__ = ["CallKeys"]
 
@@ -58,6 +59,10 @@ class CallKeys:
             validate=options.validate,
             on_release=options.on_release,
             persist=options.persist,
+            depends_on=options.depends_on,
+            dynamic=_dynamic_global_reads(func),
+            namespace=getattr(func, "__globals__", None),
+            narrow_hint="Pass what it reads as arguments instead.",
         )
 
     @property
@@ -156,3 +161,24 @@ def _preview(arguments: Mapping[str, Any]) -> str:
         parts.append(f"{name}={shown}")
     text = ", ".join(parts)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dynamic_global_reads(func: Callable[..., Any]) -> str | None:
+    """How the function may read its module's variables by name (``globals()``, ``eval``...).
+
+    Inside a function ``locals()`` and ``vars()`` are its own local variables (and pytest's
+    assertion rewriting adds ``locals()`` calls), so they are not reads of the namespace.
+    """
+    found = dynamic_reads(func)
+    if found is None or found in ("`locals()`", "`vars()`"):
+        return None
+    builtin = _BUILTIN_READS.get(found)
+    code = getattr(func, "__code__", None)
+    if builtin is not None and code is not None and builtin not in global_names(code):
+        return None  # `model.eval()`: an attribute named like the builtin, not the builtin
+    return found
+
+
+_BUILTIN_READS = {
+    "`eval`": "eval", "`exec`": "exec", "`globals()`": "globals", "`get_ipython()`": "get_ipython",
+}  # fmt: skip

@@ -10,7 +10,7 @@ Every error names the option at fault and what to write instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -48,11 +48,12 @@ class DecoratorOptions:
     validate: Callable[[Any], Any] | None = None
     on_release: Callable[[Any], Any] | None = None
     hash_funcs: HashFuncs | None = None
-    persist: bool = False
+    persist: bool | str = False  # False, "disk" or "team"
     max_size: int | None = None  # bytes of this function's pickled entries (cache_data only)
     show_time: bool = False
     scope: Scope = "global"
     refresh_mode: RefreshMode = "foreground"
+    depends_on: tuple[str, ...] = ()  # files or globs it depends on that can't be seen being read
 
     @property
     def store_ttl(self) -> float | None:
@@ -65,7 +66,7 @@ class DecoratorOptions:
         """The options without the functions (hooks, hash_funcs): what a pickle carries."""
         return DecoratorOptions(
             self.kind, self.ttl, self.max_entries, self.show_spinner, None, None, None, self.persist,
-            self.max_size, self.show_time, self.scope, self.refresh_mode,
+            self.max_size, self.show_time, self.scope, self.refresh_mode, self.depends_on,
         )  # fmt: skip
 
 
@@ -107,6 +108,7 @@ def check_options(
     on_release: Callable[[Any], Any] | None = None,
     scope: str = "global",
     refresh_mode: str = "foreground",
+    depends_on: Sequence[str] | str | None = None,
 ) -> DecoratorOptions:
     """The options of a decorator call, or the error naming the one at fault."""
     try:
@@ -127,8 +129,14 @@ def check_options(
         if value is not None and not callable(value):
             raise TypeError(f"{name}({hook}=...) must be a function of the cached value, not {value!r}")
     _check_hash_funcs(name, hash_funcs)
-    if persist not in (None, False, True, "disk"):
-        raise ValueError(f"{name}(persist=...) must be None, False, True or 'disk', not {persist!r}")
+    if persist not in (None, False, True, "disk", "team"):
+        raise ValueError(
+            f"{name}(persist=...) must be None, False, True, 'disk' or 'team' (also the shared team "
+            f"store), not {persist!r}"
+        )
+    declared = (depends_on,) if isinstance(depends_on, str) else tuple(depends_on or ())
+    if not all(isinstance(item, str) and item for item in declared):
+        raise TypeError(f"{name}(depends_on=...) must be paths or globs (strings), not {depends_on!r}")
     if scope not in ("global", "session"):
         raise ValueError(f"{name}(scope=...) must be 'global' or 'session', not {scope!r}")
     if refresh_mode not in ("foreground", "background"):
@@ -140,7 +148,7 @@ def check_options(
             f"{name}(refresh_mode='background') needs a ttl: the value is refreshed once it is "
             "that old. Add ttl='1h' (say), or use refresh_mode='foreground'."
         )
-    on_disk = persist in (True, "disk")
+    on_disk: bool | str = "team" if persist == "team" else persist in (True, "disk")
     if refresh_mode == "background" and on_disk:
         raise ValueError(
             f"{name}(refresh_mode='background', persist={persist!r}): a persisted entry is found "
@@ -160,6 +168,7 @@ def check_options(
         show_time=show_time,
         scope="session" if scope == "session" else "global",
         refresh_mode="background" if refresh_mode == "background" else "foreground",
+        depends_on=declared,
     )
 
 

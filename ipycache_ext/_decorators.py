@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._cached_function import BoundCachedFunction, CachedFunction
@@ -108,6 +108,7 @@ class CacheDataDecorator(_CacheDecorator):
         hash_funcs: HashFuncs | None = None,
         scope: Scope = "global",
         refresh_mode: RefreshMode = "foreground",
+        depends_on: Sequence[str] | str | None = None,
     ) -> CachedFunction[P, R]: ...
     @overload
     def __call__(
@@ -123,6 +124,7 @@ class CacheDataDecorator(_CacheDecorator):
         hash_funcs: HashFuncs | None = None,
         scope: Scope = "global",
         refresh_mode: RefreshMode = "foreground",
+        depends_on: Sequence[str] | str | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
     def __call__(
         self,
@@ -137,6 +139,7 @@ class CacheDataDecorator(_CacheDecorator):
         hash_funcs: HashFuncs | None = None,
         scope: Scope = "global",
         refresh_mode: RefreshMode = "foreground",
+        depends_on: Sequence[str] | str | None = None,
     ) -> CachedFunction[P, R] | Callable[[Callable[P, R]], CachedFunction[P, R]]:
         """Cache the function's results by its code and arguments; return a copy on every call.
 
@@ -147,12 +150,14 @@ class CacheDataDecorator(_CacheDecorator):
         results across restarts; ``hash_funcs``: ``{type: function}`` whose result is hashed
         instead of an argument of that type (or a subclass); ``scope``: "global" or "session"
         (the same here: the kernel is the session); ``refresh_mode="background"``: past the ttl,
-        serve the stale value at once and refresh it on a thread, until 2 x ttl.
+        serve the stale value at once and refresh it on a thread, until 2 x ttl;
+        ``depends_on``: files (or globs) the result depends on that can't be seen being read
+        (a subprocess's input): their content is checked on every call, as for files it opens.
         """
         options = check_options(
             self.name, "data", ttl=ttl, max_entries=max_entries, max_size=max_size,
             show_spinner=show_spinner, show_time=show_time, persist=persist, hash_funcs=hash_funcs,
-            scope=scope, refresh_mode=refresh_mode,
+            scope=scope, refresh_mode=refresh_mode, depends_on=depends_on,
         )  # fmt: skip
         return self._decorate(func, options)
 

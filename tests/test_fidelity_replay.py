@@ -231,9 +231,6 @@ def test_a_cell_that_changes_the_working_directory_and_environment_replays_it(
     assert os.getcwd() == str(tmp_path / "sub") and os.environ["FID_UNIT"] == "1"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="_cached_function.py does not call fetch_with_argument_replay yet (DECOR)"
-)
 def test_the_cache_data_decorator_replays_changes_to_its_arguments(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
