@@ -238,10 +238,9 @@ SAME_AS_PLAIN = [
 # The dependency layer's namespace snapshot of a cell that reads names dynamically (exec) is
 # taken when the run ends, so a name the run bound "was deleted" (and one it deleted "was
 # defined") whenever the namespace is as before the run (a restart, a reset): never a hit.
-_SNAPSHOT_AT_END = pytest.mark.xfail(strict=True, reason="DEPS: namespace snapshot taken after the run")
 
 
-@pytest.mark.parametrize("name", [*SAME_AS_PLAIN, pytest.param("exec_names", marks=_SNAPSHOT_AT_END)])
+@pytest.mark.parametrize("name", [*SAME_AS_PLAIN, "exec_names"])
 def test_after_a_restart_later_cells_see_what_a_real_run_left(kernels: dict[str, Any], name: str) -> None:
     plain, miss, hit = kernels["plain"][name], kernels["miss"][name], kernels["hit"][name]
     assert miss["obs"] == plain["obs"]
@@ -394,7 +393,6 @@ def test_in_one_kernel_dynamic_names_are_bound(shell: InteractiveShell, store: C
     assert run(shell, "made, 'gone' in globals()") == (42, False)
 
 
-@_SNAPSHOT_AT_END
 def test_in_one_kernel_names_bound_by_exec_are_bound(shell: InteractiveShell, store: CacheStore) -> None:
     with pytest.warns(RuntimeWarning, match="`exec` may read any variable"):
         _twice(shell, "gone = 1", "%%cache_data\nexec('made = 6 * 7')\nexec('del gone')")
