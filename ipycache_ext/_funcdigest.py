@@ -14,7 +14,7 @@ from typing import Any
 
 from ._engine import CacheEngine
 from ._errors import UnhashableInputError
-from ._hash_code import imports_are_pinned
+from ._hash_code import class_is_library, function_is_library, imports_are_pinned
 from ._hashing import HashFuncs, Unhashable, _module_is_library, digest, global_names
 
 _IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
@@ -68,7 +68,7 @@ class FunctionDigest:
 
     def _watch_function(self, func: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]) -> bool:
         """Record what ``digest`` reads of ``func``; False when something can change in place."""
-        if id(func) in seen or _module_is_library(getattr(func, "__module__", None) or ""):
+        if id(func) in seen or function_is_library(func):
             return True  # library functions are hashed by name and version
         if not isinstance(func, types.FunctionType):
             return False  # a callable object: hashed by content, which can change in place
@@ -112,7 +112,7 @@ class FunctionDigest:
         if type(value) in (tuple, frozenset):
             return all(self._watch_value(item, reads, seen) for item in value)
         if isinstance(value, type):
-            return _module_is_library(value.__module__)  # a notebook class can be changed in place
+            return class_is_library(value)  # a notebook class can be changed in place
         return False
 
     def _unhashable(self, exc: Unhashable) -> UnhashableInputError:

@@ -95,6 +95,32 @@ def module_is_library(module_name: str) -> bool:
     return is_library_module(module)
 
 
+def function_is_library(func: Any) -> bool:
+    """True when ``func`` is installed code, judged by where it *lives*, not what it claims.
+
+    A Python function's ``__module__`` is only a name (a notebook's ``exec`` namespace may be
+    called ``notebook``, which is also an installed package): it is library code only when its
+    globals are the globals of an installed module.
+    """
+    if not isinstance(func, types.FunctionType):
+        return module_is_library(getattr(func, "__module__", None) or "")
+    defined_in = func.__globals__.get("__name__")
+    module = sys.modules.get(defined_in) if isinstance(defined_in, str) else None
+    return module is not None and vars(module) is func.__globals__ and is_library_module(module)
+
+
+def class_is_library(cls: type) -> bool:
+    """True when ``cls`` is an installed class: its module is installed and holds it there."""
+    if not module_is_library(cls.__module__):
+        return False
+    if cls.__module__ == "builtins" or "<locals>" in cls.__qualname__:
+        return True
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls  # else hashed by its code: a class merely named after an installed module
+
+
 @functools.lru_cache(maxsize=1)
 def _distributions_of() -> Mapping[str, list[str]]:
     try:
@@ -390,7 +416,7 @@ def _function(w: Walker, func: Any) -> None:
         w.walk(owner)
         return
     module = getattr(func, "__module__", None) or ""
-    if not isinstance(func, types.FunctionType) or module_is_library(module):
+    if not isinstance(func, types.FunctionType) or function_is_library(func):
         _library(w, b"libfunc", module, getattr(func, "__qualname__", repr(func)))
         return
     w.tag(b"func")
@@ -453,7 +479,7 @@ def _code(w: Walker, code: types.CodeType) -> None:
 
 
 def _class(w: Walker, cls: type) -> None:
-    if module_is_library(cls.__module__):
+    if class_is_library(cls):
         _library(w, b"libclass", cls.__module__, cls.__qualname__)
         return
     w.tag(b"class")

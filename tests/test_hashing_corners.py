@@ -369,3 +369,18 @@ def test_matplotlib_figures_and_axes_hit_when_made_again_drawn_or_not(tmp_path: 
         assert out.stdout.split() == [digest(again), digest(again_ax)]
     finally:
         plt.close("all")
+
+
+def test_a_function_named_after_an_installed_module_is_still_hashed_by_what_it_reads() -> None:
+    """``__module__`` is only a name: an exec namespace called ``json`` (or ``notebook``, an
+    installed package once Jupyter imported it) holds notebook code, not json's."""
+    import json
+
+    namespace: dict[str, object] = {"__name__": "json", "RATE": 2}
+    exec("def scaled(x):\n    return x * RATE\nclass Box:\n    size = 1\n", namespace)
+    before = digest(namespace["scaled"]), digest(namespace["Box"])
+    namespace["RATE"] = 3
+    namespace["Box"].size = 2  # type: ignore[attr-defined]
+    assert digest(namespace["scaled"]) != before[0]
+    assert digest(namespace["Box"]) != before[1]
+    assert digest(json.dumps) == digest(json.dumps)  # the real json: by name and version
