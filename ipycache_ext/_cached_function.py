@@ -87,6 +87,7 @@ class CachedFunction(Generic[P, R]):
             miss.stored(outcome.entry)
             if self._background is not None:
                 self._background.forget(plan.key)
+            self._say_if_it_changes_what_it_reads(engine, request)
         elif self._background is not None and outcome.entry is not None:
             self._background.served(engine.store, outcome.entry, functools.partial(
                 self._refresh, engine, request, plan, args, kwargs))  # fmt: skip
@@ -156,6 +157,18 @@ class CachedFunction(Generic[P, R]):
             return None  # cleared, evicted or expired meanwhile: it stays gone
         miss.stored(outcome.entry)
         return outcome
+
+    def _say_if_it_changes_what_it_reads(self, engine: CacheEngine, request: Request) -> None:
+        names = self._keys.changed_by_its_run(engine, request)
+        if names:
+            shown = ", ".join(f"`{n}`" for n in names)
+            engine.warn_once(
+                request.origin,
+                "self-changing",
+                f"{self._name}() changes {shown}, which it also reads, on every call, so it can never "
+                f"be served from the cache. Pass it as a parameter named `_{names[0]}` (left out of "
+                "the key), or change a copy of it.",
+            )
 
     def _unreplayable(self, names: list[str]) -> None:
         """A cache_resource function changed arguments in place: a hit can't do that again."""

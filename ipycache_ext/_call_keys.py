@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import reprlib
+import types
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -43,7 +44,9 @@ class CallKeys:
         )
         self._name = name
         self._decorator = decorator
+        self._func = func
         self._code = FunctionDigest(func, options.hash_funcs)
+        self._after_self_change: dict[str, str] | None = None  # what it read, after it last changed it
         self._plans: dict[Hashable, tuple[Request, Plan]] = {}
         self._base = Request(
             kind=options.kind,
@@ -104,6 +107,25 @@ class CallKeys:
                 self._plans.clear()
             self._plans[memo] = (request, plan)
         return request, plan
+
+    def changed_by_its_run(self, engine: CacheEngine, request: Request) -> list[str]:
+        """After a miss: the values the function changed while it ran *and* the run before,
+        which it also reads (a counter list, a log dict) — so it can never hit. Empty when its
+        digest is what it was before the run (the common case: one digest, no more)."""
+        if self._code.current(engine) == request.code:
+            self._after_self_change = None
+            return []
+        namespace = getattr(self._func, "__globals__", {})
+        code = getattr(self._func, "__code__", None)
+        now = {
+            name: engine.digest_outside(name, namespace[name])
+            for name in (global_names(code) if code is not None else ())
+            if name in namespace and not isinstance(namespace[name], (types.ModuleType, types.FunctionType))
+        }
+        before, self._after_self_change = self._after_self_change, now
+        if before is None:
+            return []  # the first time: it may have been an edit between the calls
+        return [name for name, value in now.items() if before.get(name) != value]
 
     def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
         type_text = type_name(type(value))

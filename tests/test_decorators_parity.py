@@ -549,3 +549,33 @@ def test_a_resource_that_changes_its_argument_says_a_hit_will_not(cached: CacheS
     connect(settings)  # a hit: no second warning
     assert settings == {}  # a resource hit does not change the argument (said once, above)
     assert cached.stats().misses == 1
+
+
+def test_a_function_that_changes_what_it_reads_on_every_call_says_so_once(cached: CacheStore) -> None:
+    namespace: dict[str, Any] = {"cache_data": cache_data, "log": []}
+    exec("@cache_data\ndef record(x):\n    log.append(x)\n    return len(log)", namespace)
+    record = namespace["record"]
+    assert record(1) == 1
+    with pytest.warns(RuntimeWarning, match=r"record\(\) changes `log`.*on every call.*`_log`"):
+        assert record(1) == 2  # log changed, so this is another key: computed again
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert record(1) == 3  # said once
+    assert cached.stats().hits == 0
+
+
+def test_a_function_that_only_reads_a_global_says_nothing(cached: CacheStore) -> None:
+    namespace: dict[str, Any] = {"cache_data": cache_data, "rates": [1, 2]}
+    exec("@cache_data\ndef total(x):\n    return x * sum(rates)", namespace)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert namespace["total"](2) == 6
+        namespace["rates"].append(3)  # changed by the notebook, between calls: a plain miss
+        assert namespace["total"](2) == 12
+        namespace["rates"].append(4)
+        assert namespace["total"](2) == 20
+    assert cached.stats().misses == 3
