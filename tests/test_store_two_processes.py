@@ -3,15 +3,20 @@
 Kernel A is a ``CacheStore`` in the test process; kernel B is ``tests/store_process.py``, a
 long-lived subprocess with its own store on the same directory, driven by JSON lines (every
 read has a timeout, so a hang fails the test instead of blocking it). A Hypothesis state
-machine runs the same operations in either kernel: persisted puts (and refreshes), deletes,
-clears, evictions from memory, and restarts ("a new kernel": a new store on the directory).
+machine runs the same operations in either kernel: persisted puts (and refreshes, with or
+without a TTL), deletes, clears, evictions from memory, and restarts ("a new kernel": a new
+store on the directory); time passes for both at once (their clocks are set together).
 
 The model, written from the documented contract (README, "Persistence across restarts"):
 
-- each kernel's memory (key -> value) and the disk (key -> value, file size, last use);
+- each kernel's memory (key -> value, expiry) and the disk (key -> value, expiry, file size,
+  last use);
 - a put is a memory hit if the kernel holds the key, else the disk's value (a hit that
-  counts as a use of the file), else computed, saved and found by the other kernel once
-  its own memory copy is gone; a refresh always computes and replaces the file;
+  counts as a use of the file) unless it has expired (then the file is removed), else
+  computed, saved and found by the other kernel once its own memory copy is gone; a
+  refresh always computes and replaces the file;
+- an entry that expires in a kernel's memory leaves it and removes the file under its key
+  (whoever wrote that file);
 - a delete of an entry the kernel holds removes its file (whoever wrote it); a delete of one
   it doesn't hold is a no-op; a clear empties this kernel's memory and the whole disk; an
   eviction from memory or a restart leaves the files alone;
@@ -45,21 +50,25 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ipycache_ext._store import CacheStore
 
-from .store_process import open_store, put
+from .store_process import Clock, open_store, put
 
-KEYS = ("a1", "b2", "c3", "d4")
+KEYS = ("a1", "b2", "c3")
 SIZES = (0, 0, 2_000, 5_000, 20_000)  # payload bytes; 20,000 alone is over the disk budget
 REFRESH = (False, False, False, True)  # a refresh in one put of four: others mostly look first
+TTLS = (None, 1.0, 5.0)
+STEPS = (0.5, 2.0)
+START = 1_700_000_000.0
 BUDGET = 12_000  # disk budget in bytes (each file also has its header and signature)
 KERNELS = ("A", "B")
 READ_TIMEOUT = 30.0  # seconds for one answer of the other kernel: a hang fails, never blocks
 HELPER = Path(__file__).with_name("store_process.py")
 
-Value = tuple[int, int]  # (number, payload size): numbers are unique over the whole run
+Served = tuple[int, int]  # (number, payload size): numbers are unique over the whole run
+Value = tuple[int, int, float | None]  # and its expiry
 
 settings.register_profile(
     "ipycache-two-kernels-ci",
-    max_examples=50,
+    max_examples=80,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -77,10 +86,10 @@ PROFILE = "long" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "ci"
 class OtherKernel:
     """Kernel B: the subprocess, one JSON line per command and per answer."""
 
-    def __init__(self, directory: Path, budget: int) -> None:
+    def __init__(self, directory: Path, budget: int, now: float) -> None:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(
-            [sys.executable, str(HELPER), str(directory), str(budget)],
+            [sys.executable, str(HELPER), str(directory), str(budget), repr(now)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -155,17 +164,23 @@ class TwoKernels(RuleBasedStateMachine):
         self.writer: dict[str, str] = {}  # the kernel that wrote each file (for the statistics)
         self.refreshed: set[str] = set()  # files written by a refresh (for the statistics)
         self.disk_use_order: list[str] = []  # keys on disk, least recently used first
-        self.saved: defaultdict[str, set[Value]] = defaultdict(set)
-        self.store: CacheStore = open_store(self.directory, BUDGET)
+        self.saved: defaultdict[str, set[Served]] = defaultdict(set)
+        self.clock = Clock(START)
+        self.store: CacheStore = open_store(self.directory, BUDGET, self.clock)
         self.other: OtherKernel | None = None
-        self.other = OtherKernel(self.directory, BUDGET)
+        self.other = OtherKernel(self.directory, BUDGET, START)
 
     # ------------------------------------------------------------ driving either kernel
-    def _put(self, kernel: str, key: str, value: int, size: int, refresh: bool) -> dict[str, Any]:
+    def _put(
+        self, kernel: str, key: str, *, value: int, size: int, refresh: bool, ttl: float | None
+    ) -> dict[str, Any]:
         if kernel == "A":
-            return put(self.store, key, value, size, refresh)
+            return put(self.store, key, value=value, size=size, refresh=refresh, ttl=ttl)
         assert self.other is not None
-        return self.other.call("put", key=key, value=value, size=size, refresh=refresh)
+        return self.other.call("put", key=key, value=value, size=size, refresh=refresh, ttl=ttl)
+
+    def _due(self, value: Value) -> bool:
+        return value[2] is not None and self.clock() >= value[2]
 
     def _memory_keys(self, kernel: str) -> list[str]:
         if kernel == "A":
@@ -202,11 +217,13 @@ class TwoKernels(RuleBasedStateMachine):
         key=st.sampled_from(KEYS),
         size=st.sampled_from(SIZES),
         refresh=st.sampled_from(REFRESH),
+        ttl=st.sampled_from(TTLS),
     )
-    def put(self, kernel: str, key: str, size: int, refresh: bool) -> None:
+    def put(self, kernel: str, key: str, size: int, refresh: bool, ttl: float | None) -> None:
         number = next(self.numbers)
-        answer = self._put(kernel, key, number, size, refresh)
+        answer = self._put(kernel, key, value=number, size=size, refresh=refresh, ttl=ttl)
         served = (answer["value"], answer["size"])
+        value: Value = (*served, answer["expires"])
         memory = self.memory[kernel]
         assert answer["persisted"], answer
         if not answer["hit"]:
@@ -214,10 +231,13 @@ class TwoKernels(RuleBasedStateMachine):
         else:
             assert served in self.saved[key], f"{kernel} loaded {served} for {key}, never saved for it"
 
-        if not refresh and key in memory:
-            assert answer["hit"] and served == memory[key], (answer, memory[key])
+        if not refresh and key in self.disk and key not in memory and self._due(self.disk[key]):
+            self._forget(key)  # an expired file is not loaded: it is removed, and the key computed
+            event("an expired file was removed instead of loaded")
+        if not refresh and key in memory:  # (never due here: the clock rule drops what falls due)
+            assert answer["hit"] and value == memory[key], (answer, memory[key])
         elif not refresh and key in self.disk:
-            assert answer["hit"] and served == self.disk[key], (kernel, key, answer, self.disk[key])
+            assert answer["hit"] and value == self.disk[key], (kernel, key, answer, self.disk[key])
             memory[key] = self.disk[key]
             self._use(key)  # a disk load counts as a use of the file
             event("loaded the other kernel's file" if self.writer[key] != kernel else "loaded its own file")
@@ -225,7 +245,8 @@ class TwoKernels(RuleBasedStateMachine):
                 event("loaded the other kernel's refresh")
         else:
             assert not answer["hit"], (kernel, key, answer)
-            memory[key] = self.disk[key] = served
+            assert value[2] == (None if ttl is None else self.clock() + ttl), answer
+            memory[key] = self.disk[key] = value
             self.saved[key].add(served)
             self.file_size[key] = (self.directory / f"{key}.entry").stat().st_size
             self.writer[key] = kernel
@@ -279,12 +300,30 @@ class TwoKernels(RuleBasedStateMachine):
         assert count == (key in self.memory[kernel])
         self.memory[kernel].pop(key, None)
 
+    @rule(seconds=st.sampled_from(STEPS))
+    def time_passes(self, seconds: float) -> None:
+        """Both clocks move; what falls due leaves each kernel's memory and takes its file along."""
+        self.clock.now += seconds
+        assert self.other is not None
+        expired = {
+            "A": self.store.purge_expired(),
+            "B": self.other.call("time", now=self.clock.now)["expired"],
+        }
+        for kernel in KERNELS:
+            due = [key for key, value in self.memory[kernel].items() if self._due(value)]
+            assert expired[kernel] == len(due), (kernel, expired, self.memory)
+            for key in due:
+                if self.writer.get(key, kernel) != kernel:
+                    event("an expiry removed the other kernel's newer file")
+                del self.memory[kernel][key]
+                self._forget(key)
+
     @rule(kernel=st.sampled_from(KERNELS))
     def restart(self, kernel: str) -> None:
         """The kernel stops (its entries stay on disk) and a new one opens the directory."""
         if kernel == "A":
             self.store.close()
-            self.store = open_store(self.directory, BUDGET)
+            self.store = open_store(self.directory, BUDGET, self.clock)
         else:
             assert self.other is not None
             self.other.call("restart")
@@ -317,3 +356,23 @@ class TwoKernels(RuleBasedStateMachine):
 
 TestTwoKernels = TwoKernels.TestCase
 TestTwoKernels.settings = settings.get_profile(f"ipycache-two-kernels-{PROFILE}")
+
+
+def test_a_file_that_expired_unheld_is_removed_by_the_other_kernel_not_loaded(tmp_path: Path) -> None:
+    """The state machine reaches this path in few runs: a file that fell due while no kernel
+    held it in memory is removed by the next kernel that looks, which computes the value again."""
+    directory, clock = tmp_path / "cache", Clock(START)
+    store = open_store(directory, BUDGET, clock)
+    other = OtherKernel(directory, BUDGET, START)
+    try:
+        assert not put(store, "a1", value=1, size=10, refresh=False, ttl=1.0)["hit"]
+        store.close()  # A stops: its entry stays on disk, held by no kernel
+        clock.now += 2.0
+        assert other.call("time", now=clock.now) == {"expired": 0}
+        answer = other.call("put", key="a1", value=2, size=20, refresh=False, ttl=None)
+        assert (answer["hit"], answer["value"], answer["size"]) == (False, 2, 20)
+        store = open_store(directory, BUDGET, clock)  # A again: it finds B's new value, not its own
+        assert put(store, "a1", value=4, size=0, refresh=False, ttl=None)["value"] == 2
+    finally:
+        other.stop()
+        store.close()
