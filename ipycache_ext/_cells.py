@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ class CachedCells:
         inputs = self._input_values(analysis, options.ignore)
         if analysis.imports:  # `import helpers` in the cell: helpers' code is an input too
             inputs.update(import_inputs(analysis.imports))
+            for name in _star_imported(analysis.imports):
+                inputs.pop(name, None)  # bound by the cell's `from m import *`: m is the input
         code, options_digest = analysis.code_digest, prepared.options_digest
         group = combine([("kind", kind), ("code", code), ("options", options_digest)])
         number = getattr(self.shell, "execution_count", None)
@@ -230,6 +233,24 @@ def check_names(names: list[str], what: str) -> tuple[str, ...]:
         if not name.isidentifier() or keyword.iskeyword(name):
             raise CacheError(f"{what} {name!r} is not a variable name")
     return tuple(dict.fromkeys(names))
+
+
+def _star_imported(imports: tuple[tuple[str, tuple[str, ...]], ...]) -> set[str]:
+    """The names the cell's ``from m import *`` binds (m's ``__all__``, else its public names).
+
+    The analysis can't know them from the text; without this, after the first run they would
+    exist in the namespace and be taken for inputs: one needless miss.
+    """
+    names: set[str] = set()
+    for module_name, fromlist in imports:
+        module = sys.modules.get(module_name) if "*" in fromlist else None
+        if module is None:
+            continue
+        public = getattr(module, "__all__", None)
+        if not isinstance(public, (list, tuple)):
+            public = [n for n in vars(module) if not n.startswith("_")]
+        names.update(n for n in public if isinstance(n, str))
+    return names
 
 
 def _unhashable_input(name: str, value: Any, exc: Unhashable) -> UnhashableInputError:

@@ -177,3 +177,15 @@ def test_a_matplotlib_figure_as_input_hits(ip: InteractiveShell) -> None:
         assert runs(ip) == 2 and ip.user_ns["n"] == 2
     finally:
         run(ip, "plt.close('all')")
+
+
+def test_a_star_import_costs_no_extra_miss(ip: InteractiveShell, local_modules: Path, store: CacheStore) -> None:
+    write(local_modules / "ke2e_star.py", "__all__ = ['A']\nA = 1\n_hidden = 2\n", 1_700_000_000)
+    cell = CELL + "from ke2e_star import *\nout = A + 1"
+    run(ip, cell)
+    run(ip, cell)  # A now exists in the namespace: still not an input (the module is)
+    assert runs(ip) == 1 and ip.user_ns["out"] == 2
+    write(local_modules / "ke2e_star.py", "__all__ = ['A']\nA = 5\n_hidden = 2\n", 1_700_000_100)
+    run(ip, "import importlib, ke2e_star\nimportlib.reload(ke2e_star)")
+    run(ip, cell)
+    assert runs(ip) == 2 and ip.user_ns["out"] == 6
