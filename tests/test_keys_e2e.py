@@ -179,7 +179,7 @@ def test_a_matplotlib_figure_as_input_hits(ip: InteractiveShell) -> None:
         run(ip, "plt.close('all')")
 
 
-def test_a_star_import_costs_no_extra_miss(ip: InteractiveShell, local_modules: Path, store: CacheStore) -> None:
+def test_a_star_import_costs_no_extra_miss(ip: InteractiveShell, local_modules: Path) -> None:
     write(local_modules / "ke2e_star.py", "__all__ = ['A']\nA = 1\n_hidden = 2\n", 1_700_000_000)
     cell = CELL + "from ke2e_star import *\nout = A + 1"
     run(ip, cell)
