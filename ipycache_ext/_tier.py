@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._entry import EntryInfo, Where
+from ._progress import progress
 
 # Removals after which a persisted entry must not be found again in a tier. Not "evicted"
 # (memory pressure is no reason to forget it), "closed" (the kernel stops: that is what
@@ -70,8 +71,10 @@ class Tier:
 
     def load(self, key: str, where: Where, now: float) -> Restored | None:
         """The live entry found in the tier, or None (absent, expired, or the tier failed)."""
+        place = "the team store" if where == "team" else "disk"
         try:
-            found = self.persistence.load(key, where)
+            with progress(f"loading the cached entry {key[:12]} from {place}"):  # shown if > 1 s
+                found = self.persistence.load(key, where)
         except Exception as exc:
             self._failed("read", exc, f"the persisted entry {key[:12]}", "it is computed instead")
             return None

@@ -156,3 +156,51 @@ def test_nested_progress_shares_the_outer_display(log: list[tuple[Any, ...]]) ->
     assert [entry[0] for entry in log].count("close") == 1
     assert all(entry[1] == "loading `df` from the team store" for entry in log)
     assert ("update", "loading `df` from the team store", 40, 100) in log
+
+
+def test_a_slow_load_from_a_tier_and_hashing_a_huge_input_are_shown(
+    log: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call sites: the store's tier load (a slow disk or team store) and the engine's hash."""
+    import time
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    from ipycache_ext import CacheStore
+    from ipycache_ext._engine import CacheEngine
+
+    class SlowTier:
+        def load(self, key: str, where: str) -> None:
+            time.sleep(1.3)  # past the 1 s after which progress shows
+
+        def save(self, *args: Any) -> bool:
+            return True
+
+        def claim(self, key: str, where: str) -> Any:
+            return nullcontext(None)
+
+        def delete(self, key: str) -> None: ...
+
+        def clear(self) -> int:
+            return 0
+
+        def usage(self) -> tuple[int, int]:
+            return (0, 0)
+
+    store = CacheStore()
+    try:
+        store.persistence = SlowTier()  # type: ignore[assignment]
+        store.get_or_create("k" * 16, lambda: (b"x", 1), kind="data", label="l", persist=True)
+        assert any(event[1].startswith("loading the cached entry kkkk") for event in log)
+        from ipycache_ext import _engine
+
+        tasks: list[str] = []
+        real = _engine.progress
+        monkeypatch.setattr(_engine, "progress", lambda task, *a, **k: (tasks.append(task), real(task))[1])
+        engine = CacheEngine(store)
+        engine.digest_outside("small", np.zeros(1 << 20, dtype=np.uint8))
+        engine.digest_outside("big", np.zeros(300 << 20, dtype=np.uint8))  # noted (shown if > 1 s)
+        assert tasks == ["hashing `big` (300.0 MiB)"]
+    finally:
+        store.close()

@@ -30,6 +30,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from .._progress import progress
 from .base import BackendUnavailable, Blob, Buffer
 
 CHUNK_SIZE = 16 << 20  # one round trip stays well inside the socket timeout on a busy host
@@ -172,15 +173,17 @@ class RedisBackend:
                 return Blob(data, frozenset({generation}))
             out = bytearray(sum(sizes))
             offset = 0
-            for first in range(0, len(sizes), 4):
-                pipe = self.client.pipeline(transaction=False)
-                for index in range(first, min(first + 4, len(sizes))):
-                    pipe.get(f"{base}{index}")
-                for index, chunk in zip(range(first, len(sizes)), pipe.execute(), strict=False):
-                    if chunk is None or len(chunk) != sizes[index]:
-                        return None  # evicted or expired in part: a miss, never a partial entry
-                    out[offset : offset + len(chunk)] = chunk
-                    offset += len(chunk)
+            with progress("reading from the team store", total=len(out)) as step:  # shown if > 1 s
+                for first in range(0, len(sizes), 4):
+                    pipe = self.client.pipeline(transaction=False)
+                    for index in range(first, min(first + 4, len(sizes))):
+                        pipe.get(f"{base}{index}")
+                    for index, chunk in zip(range(first, len(sizes)), pipe.execute(), strict=False):
+                        if chunk is None or len(chunk) != sizes[index]:
+                            return None  # evicted or expired in part: a miss, never a partial entry
+                        out[offset : offset + len(chunk)] = chunk
+                        offset += len(chunk)
+                        step.advance(len(chunk))
             return Blob(out, frozenset({generation}))
 
     def contains(self, key: str) -> bool:
