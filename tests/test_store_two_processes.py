@@ -16,8 +16,8 @@ The model, written from the documented contract (README, "Persistence across res
   computed, saved and found by the other kernel once its own memory copy is gone; a
   refresh always computes and replaces the file;
 - an entry that expires in a kernel's memory leaves it and removes the file under its key
-  (whoever wrote that file, as the code does today: ``test_an_entry_expiring_in_one_kernel_
-  leaves_the_other_kernels_newer_file`` is the strict xfail saying it should not);
+  (whoever wrote that file, as the code does today; the strict xfail at the end of this
+  module says a newer file another kernel wrote should stay);
 - a delete of an entry the kernel holds removes its file (whoever wrote it); a delete of one
   it doesn't hold is a no-op; a clear empties this kernel's memory and the whole disk; an
   eviction from memory or a restart leaves the files alone;
