@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Float, Int, List, Unicode, Union, observe
 
 from ._cellrun import UserCodeError
-from ._cells import CachedCells, parse_options
+from ._cells import CachedCells, CellOptions, parse_options
 from ._engine import Outcome, engine_for
 from ._errors import CacheError
 from ._format import unnumbered
@@ -139,6 +139,7 @@ class CacheMagics(Magics):
         self.store = get_store() if store is None else store
         self._shell = shell  # typed, never None (Magics.shell may be None)
         self._cell_id: str | None = None
+        self._parsed: dict[tuple[str, str, Any], CellOptions] = {}
         self._cells = CachedCells(shell, engine_for(self.store))
         self._team_fixed = False
         super().__init__(shell=shell, parent=shell)
@@ -296,8 +297,7 @@ class CacheMagics(Magics):
         """Run a cached cell; errors come out as the user's own traceback or one line."""
         __tracebackhide__ = True
         try:
-            magic = self.cache_data if kind == "data" else self.cache_resource
-            options = parse_options(_parse(magic, line), kind, self._ttl)
+            options = self._options(kind, line)
             prepared = self._cells.prepare(kind, line, cell, options)
             outcome = self._cells.run(kind, prepared, options, self._cell_id, self.show_hit_line)
         except UserCodeError as failure:
@@ -309,6 +309,19 @@ class CacheMagics(Magics):
             self._publish_status(kind, line, cell, outcome)
             return outcome.value.value
         raise error  # outside the except blocks: no "during handling..." chain of ours
+
+    def _options(self, kind: Kind, line: str) -> CellOptions:
+        """The magic line parsed and checked, once per distinct line (argparse costs ~100 µs,
+        a third of a small cell's hit); the default TTL is part of what it depends on."""
+        memo = (kind, line, self.default_ttl)
+        options = self._parsed.get(memo)
+        if options is None:
+            magic = self.cache_data if kind == "data" else self.cache_resource
+            options = parse_options(_parse(magic, line), kind, self._ttl)
+            if len(self._parsed) >= 256:
+                self._parsed.clear()
+            self._parsed[memo] = options
+        return options
 
     def _publish_status(self, kind: Kind, line: str, cell: str, outcome: Outcome) -> None:
         """The cell's status line under its output (notebooks only; never recorded in the entry)."""
