@@ -58,6 +58,7 @@ class PreparedCell:
     options_digest: str
     validate: Callable[[CellResult], Any] | None
     dynamic: str | None = None  # how the cell may read variables by name at run time (exec, globals()...)
+    group: str = ""  # the entries of this cell and NAME list (what --max-entries counts)
 
 
 class CachedCells:
@@ -88,13 +89,15 @@ class CachedCells:
             )
         analysis = analyze_tree(tree)
         outputs = options.names or analysis.outputs
+        options_digest = combine([("names", "\x00".join(options.names))])
         prepared = PreparedCell(
             code=CellCode(source, outputs, analysis.definite, bool(options.names)),
             analysis=analysis,
             label=cell_label(cell),
-            options_digest=combine([("names", "\x00".join(options.names))]),
+            options_digest=options_digest,
             validate=self._validator(options.validate) if options.validate else None,
             dynamic=dynamic_reads(cell),
+            group=combine([("kind", kind), ("code", analysis.code_digest), ("options", options_digest)]),
         )
         self._prepared[memo_key] = prepared
         while len(self._prepared) > _PREPARED_MEMORY:
@@ -112,15 +115,13 @@ class CachedCells:
             inputs.update(import_inputs(analysis.imports))
             for name in _star_imported(analysis.imports):
                 inputs.pop(name, None)  # bound by the cell's `from m import *`: m is the input
-        code, options_digest = analysis.code_digest, prepared.options_digest
-        group = combine([("kind", kind), ("code", code), ("options", options_digest)])
         number = getattr(self.shell, "execution_count", None)
         request = Request(
             kind=kind,
             origin=origin or prepared.label,
             label=cell_label(prepared.label, number if isinstance(number, int) else None),
             code=analysis.code_digest,
-            group=group,
+            group=prepared.group,
             options=prepared.options_digest,
             outside=inputs,
             names=prepared.code.outputs,

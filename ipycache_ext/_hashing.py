@@ -132,17 +132,17 @@ def digest(value: Any, *, hash_funcs: HashFuncs | None = None, context: HashCont
     return walker.hexdigest()
 
 
+_LENGTH = struct.Struct("<Q")
+
+
 def combine(parts: Iterable[tuple[str, str | bytes]]) -> str:
     """A key from named parts (each framed with its name and length), order preserved."""
-    h = xxhash.xxh3_128()
-    for name, part in parts:
-        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+    chunks: list[bytes] = []
+    for name, part in parts:  # one update: the framing is the same, the calls are fewer
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else bytes(part)
         encoded = name.encode()
-        h.update(struct.pack("<Q", len(encoded)))
-        h.update(encoded)
-        h.update(struct.pack("<Q", len(data)))
-        h.update(data)
-    return h.hexdigest()
+        chunks += (_LENGTH.pack(len(encoded)), encoded, _LENGTH.pack(len(data)), data)
+    return xxhash.xxh3_128_hexdigest(b"".join(chunks))
 
 
 def import_inputs(imports: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
