@@ -230,8 +230,9 @@ class CacheEngine:
                 f"computes it again). {request.narrow_hint}".rstrip(),
             )
         entry = lookup.entry
-        found_in_a_tier = lookup.hit and entry is not None and not run.checked  # memory hits: checked
-        if found_in_a_tier and entry is not None and run.stale(entry.dependencies) is not None:
+        # found again in a tier (the store checks the dependencies of hits from memory itself)
+        unchecked = lookup.hit and entry is not None and entry.dependencies and not run.checked
+        if unchecked and entry is not None and run.stale(entry.dependencies) is not None:
             lookup = self._get_or_create(request, plan, run, True)
         produced, reasons = run.produced, run.reasons
         self._after_fetch(request, plan, lookup)
