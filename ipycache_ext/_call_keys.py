@@ -21,13 +21,13 @@ from ._deps import dynamic_reads
 from ._engine import CacheEngine, Plan, Request
 from ._errors import UnhashableInputError
 from ._funcdigest import FunctionDigest, type_name
-from ._hashing import Unhashable, global_names
+from ._hashing import IMMUTABLE_TYPES, Unhashable, global_names
 
 __all__ = ["CallKeys"]
 
 _KEY_MEMORY = 256  # remembered plans per function (calls with plain scalar arguments)
 _PLAIN = frozenset({int, str, bytes, bool, type(None)})  # never 1.0: -0.0 == 0.0 but hash apart
-_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_IMMUTABLE = IMMUTABLE_TYPES
 
 
 class CallKeys:

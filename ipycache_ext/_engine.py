@@ -26,7 +26,7 @@ from . import _deps as deps
 from ._errors import UnhashableInputError
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._format import format_size
-from ._hashing import MISSING, HashFuncs, Unhashable, combine, digest
+from ._hashing import IMMUTABLE_TYPES, MISSING, HashFuncs, Unhashable, combine, digest
 from ._identity import IdentityTokens, ResourceIndex
 from ._persist import ensure_persistence
 from ._progress import progress
@@ -37,7 +37,7 @@ __all__ = ["CacheEngine", "Outcome", "Plan", "Request", "engine_for"]
 
 _SHOW_PROGRESS_FROM = 256 << 20  # inputs this large may take a second to hash: say so then
 _TOO_DEEP = "recursion limit"  # in the reason of the Unhashable raised for too deeply nested data
-_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_IMMUTABLE = IMMUTABLE_TYPES
 _NOT_FOUND = object()
 
 

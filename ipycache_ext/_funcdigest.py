@@ -15,9 +15,9 @@ from typing import Any
 from ._engine import CacheEngine
 from ._errors import UnhashableInputError
 from ._hash_code import class_is_library, function_is_library, imports_are_pinned
-from ._hashing import HashFuncs, Unhashable, _module_is_library, digest, global_names
+from ._hashing import IMMUTABLE_TYPES, HashFuncs, Unhashable, _module_is_library, digest, global_names
 
-_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_IMMUTABLE = IMMUTABLE_TYPES
 _ABSENT = object()  # a global that is not defined
 
 

@@ -132,6 +132,8 @@ def digest(value: Any, *, hash_funcs: HashFuncs | None = None, context: HashCont
     return walker.hexdigest()
 
 
+# Values of these types can't change in place: the same object is the same content.
+IMMUTABLE_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), range})
 _LENGTH = struct.Struct("<Q")
 
 

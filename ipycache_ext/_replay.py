@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._engine import CacheEngine, Outcome, Plan, Request
-from ._hashing import Unhashable
+from ._hashing import IMMUTABLE_TYPES, Unhashable
 
 __all__ = [
     "ArgumentChanges",
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
-_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_IMMUTABLE = IMMUTABLE_TYPES
 
 
 # ------------------------------------------------------------------ transplant
