@@ -244,3 +244,44 @@ def test_a_relative_import_in_a_package_function_is_resolved_and_keyed(modules: 
     modules("km_rel/b.py", "def g():\n    return 2\n")
     importlib.reload(sys.modules["km_rel.b"])
     assert digest(a.f) != before
+
+
+def test_installed_versions_are_those_importlib_metadata_gives() -> None:
+    """The quick read (the distribution beside the package, its header lines) agrees with
+    ``importlib.metadata`` for every installed package this process has imported."""
+    import importlib.metadata
+
+    from ipycache_ext._hash_code import module_version
+
+    checked = 0
+    for top in sorted({name.partition(".")[0] for name in list(sys.modules)}):
+        try:
+            dist = importlib.metadata.distribution(top)
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+        if not any(Path(str(dist.locate_file(f"{top}{end}"))).is_file() for end in ("/__init__.py", ".py")):
+            continue  # not shipped under its own name: the full scan decides, as before
+        assert module_version.__wrapped__(top) == f"{dist.metadata['Name']}=={dist.version}", top
+        checked += 1
+    assert checked >= 3  # numpy, pandas, xxhash at least
+
+
+def test_version_of_a_distribution_with_an_unusual_name_and_header(tmp_path: Path) -> None:
+    """``Foo.Bar`` installed as ``foo_bar-1.2.dist-info``, a folded field before Version."""
+    from ipycache_ext._hash_code import module_version
+
+    (tmp_path / "foo_bar").mkdir()
+    (tmp_path / "foo_bar" / "__init__.py").write_text("")
+    info = tmp_path / "Foo.Bar-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: Foo.Bar\nSummary: a summary\n  folded on: two lines\n"
+        "Version: 1.2\n\nName: not a header\nVersion: 9\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module("foo_bar")
+        assert module_version.__wrapped__("foo_bar") == "Foo.Bar==1.2"
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("foo_bar", None)
