@@ -20,7 +20,7 @@ from ._call_keys import CallKeys
 from ._computing import Computation, Function, Superseded, release_unused
 from ._decorator_options import DecoratorOptions
 from ._engine import CacheEngine, Outcome, Plan, Request, engine_for
-from ._replay import fetch_with_argument_replay, unwrap, with_argument_changes
+from ._replay import ArgumentChanges, fetch_with_argument_replay, served, unwrap, with_argument_changes
 from ._store import CacheStore, get_store
 
 if TYPE_CHECKING:
@@ -77,12 +77,18 @@ class CachedFunction(Generic[P, R]):
             return cast(R, self._call_async(args, kwargs))
         engine = self._engine()
         request, plan = self._keys.plan(engine, args, kwargs)
-        miss = self._computation(engine, plan, args, kwargs)
-        try:  # a call that changes its arguments in place: a hit changes the caller's ones too
-            outcome = fetch_with_argument_replay(engine, request, plan, miss.compute, prepare=miss.keep,
-                var_keyword=self._keys.var_keyword, on_unreplayable=self._unreplayable)  # fmt: skip
+        miss = Computation(self._miss, engine.store, plan.key, args, kwargs)
+
+        def compute() -> Any:  # a call that changes its arguments in place: kept with the value
+            __tracebackhide__ = True
+            return with_argument_changes(engine, request, plan, miss.compute(), self._unreplayable)
+
+        try:  # (fetch_with_argument_replay, inlined: this is the hit path)
+            outcome = engine.fetch(request, plan, compute, prepare=miss.keep)
         except Superseded as cleared:  # cleared while it computed: the caller's, not the store's
             return cast(R, unwrap(engine.load(request.kind, cleared.stored)))
+        if isinstance(outcome.value, ArgumentChanges):  # a hit changes the caller's arguments too
+            outcome = served(outcome, request, self._keys.var_keyword)
         if outcome.computed:
             miss.stored(outcome.entry)
             if self._background is not None:

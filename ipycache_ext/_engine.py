@@ -91,9 +91,13 @@ class Plan:
     by_identity: tuple[str, ...] = ()  # names keyed by identity: found again only in this kernel
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """What ``fetch`` gives back to the front end to present."""
+    """What ``fetch`` gives back to the front end to present (read it; don't change it).
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which
+    was a tenth of a decorator hit.
+    """
 
     value: Any  # the resource itself, a fresh copy of the data, or what compute() produced
     hit: bool
@@ -221,6 +225,7 @@ class CacheEngine:
         if refresh:
             run.reasons.append("refresh requested")
         lookup = self._get_or_create(request, plan, run, refresh)
+        entry = lookup.entry
         if request.dynamic:
             self.warn_once(
                 request.origin,
@@ -229,13 +234,13 @@ class CacheEngine:
                 "namespace is part of what the cached result depends on (a change to any of them "
                 f"computes it again). {request.narrow_hint}".rstrip(),
             )
-        entry = lookup.entry
         # found again in a tier (the store checks the dependencies of hits from memory itself)
         unchecked = lookup.hit and entry is not None and entry.dependencies and not run.checked
         if unchecked and entry is not None and run.stale(entry.dependencies) is not None:
             lookup = self._get_or_create(request, plan, run, True)
         produced, reasons = run.produced, run.reasons
-        self._after_fetch(request, plan, lookup)
+        if request.kind == "resource" or request.persist:
+            self._after_fetch(request, plan, lookup)
         if produced and not copy_computed:
             reason = reasons[-1] if reasons else None
             return Outcome(produced[0], False, True, lookup.entry, plan.key, reason, lookup.value)
@@ -253,7 +258,7 @@ class CacheEngine:
             )
             return self.fetch(request, plan, compute, refresh=True, on_miss=on_miss,
                               copy_computed=copy_computed, prepare=prepare)  # fmt: skip
-        if lookup.hit and lookup.entry is not None:
+        if lookup.hit and lookup.entry is not None and lookup.entry.dependencies:
             deps.replay_effects(_dependencies(lookup.entry))
         reason = None if lookup.hit else (reasons[-1] if reasons else None)
         return Outcome(value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value)
@@ -294,17 +299,9 @@ class CacheEngine:
     # ------------------------------------------------------------------ internals
     def _get_or_create(self, request: Request, plan: Plan, run: _Run, refresh: bool) -> Lookup:
         __tracebackhide__ = True
-        persist = request.persist if request.kind == "data" else False
-        if persist and not ensure_persistence(self.store):
-            persist = False  # said once, by ensure_persistence
-        if persist == "team" and getattr(self.store.persistence, "team", None) is None:
-            self.warn_once(
-                "", "no-team",
-                "no team store is configured, so shared entries are kept on this machine's disk only; "
-                "an administrator sets one with team_store in ipython_config.py or IPYCACHE_EXT_TEAM_STORE",
-            )  # fmt: skip
-            persist = "disk"
-        options: dict[str, Any] = {"persist": persist} if persist else {}
+        persist: Any = request.persist if request.kind == "data" else False  # the store checks it
+        if persist:
+            persist = self._persistence(persist)
         return self.store.get_or_create(
             plan.key,
             run.create,
@@ -321,8 +318,21 @@ class CacheEngine:
             inputs=plan.digests,
             dependencies=run.dependencies,
             stale=run.stale,
-            **options,
+            persist=persist,
         )
+
+    def _persistence(self, persist: bool | str) -> bool | str:
+        """Where a persisted request goes: nowhere if persistence is off, disk without a team store."""
+        if not ensure_persistence(self.store):
+            return False  # said once, by ensure_persistence
+        if persist == "team" and getattr(self.store.persistence, "team", None) is None:
+            self.warn_once(
+                "", "no-team",
+                "no team store is configured, so shared entries are kept on this machine's disk only; "
+                "an administrator sets one with team_store in ipython_config.py or IPYCACHE_EXT_TEAM_STORE",
+            )  # fmt: skip
+            return "disk"
+        return persist
 
     def _after_fetch(self, request: Request, plan: Plan, lookup: Lookup) -> None:
         if request.kind == "resource" and lookup.entry is not None:
@@ -355,6 +365,9 @@ class CacheEngine:
 class _Run:
     """One fetch's computation: why it runs, what it read, what it produced."""
 
+    __slots__ = ("_compute", "_engine", "_on_miss", "_plan", "_prepare", "_previous", "_request",
+                 "checked", "produced", "reasons", "recorded")  # fmt: skip
+
     def __init__(  # noqa: PLR0917 - one call site, in order
         self,
         engine: CacheEngine,
@@ -367,7 +380,7 @@ class _Run:
     ) -> None:
         self._engine, self._request, self._plan, self._compute = engine, request, plan, compute
         self._previous, self._on_miss = previous, on_miss
-        self._prepare = prepare or engine._prepare_default(request.kind)
+        self._prepare = prepare  # None: the default of the kind, made only on a miss
         self.reasons: list[str] = []
         self.produced: list[Any] = []
         self.recorded: list[tuple[Any, ...]] = []
@@ -407,7 +420,8 @@ class _Run:
             value = self._compute()
         self.recorded.append(recording.dependencies())
         self.produced.append(value)
-        return self._prepare(value)
+        prepare = self._prepare or self._engine._prepare_default(request.kind)
+        return prepare(value)
 
 
 class _NotCached(Exception):
