@@ -15,8 +15,13 @@ buffers start), the header and the pickle stream; the header holds each buffer's
 length and xxh3-128 digest (``_serialize.buffer_digest``), so the pickle stream is still
 verified before it is unpickled, and every buffer is checked against its signed digest
 before any of it is handed out. xxh3 guards against damage, not forgery: a forger would
-have to write into the owner's 0700 cache directory, which is why the team tier (whose
-store others can write to) keeps format 2, signed over every byte.
+have to write into the owner's 0700 cache directory, so format 3 is accepted only under
+the local HMAC scheme.
+
+Format 4 (the team tier, whose store others can write to) is format 3's layout with each
+buffer's digest BLAKE3-256 instead: the signature covers the digests, the digests cover
+every byte, and no cheap hash stands between a forger and a buffer. Its entries are
+received into a memory file, verified there and mapped by the hits, copied once.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import secrets
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import blake3
 
 from ._serialize import buffer_digest
-from ._signing import Signer, Verifier
+from ._signing import SCHEME_HMAC, Signer, Verifier
 
 FORMAT_VERSION = 2
 MAPPED_VERSION = 3  # buffers page-aligned, each with a digest in the signed header
+STRONG_VERSION = 4  # format 3 with BLAKE3-256 buffer digests (any signature scheme)
 MAGIC = b"IPYCACHE"
 PREFIX = struct.Struct("<8sHB32sI")  # magic, format version, scheme, signer id, header length
 # format 3: ... header length, signed length (prefix + header + pickle stream), start of the buffers
@@ -133,7 +141,9 @@ def _seal_mapped(
     for buffer in buffers:
         offsets.append(end)
         end += -(-buffer.nbytes // ALIGN) * ALIGN
-    digests = tuple(buffer_digest(buffer).hex() for buffer in buffers)
+    version = MAPPED_VERSION if signer.scheme == SCHEME_HMAC else STRONG_VERSION
+    digest = digest_of(version)
+    digests = tuple(digest(buffer).hex() for buffer in buffers)
     fields = {**asdict(header), "layout": layout, "size": sum(layout), "offsets": tuple(offsets)}
     header = EntryHeader(**{**fields, "digests": digests})
     encoded = header.to_json()
@@ -143,7 +153,7 @@ def _seal_mapped(
     start = signed_length + signer.size
     start = -(-start // ALIGN) * ALIGN if buffers else start
     prefix = PREFIX_MAPPED.pack(
-        MAGIC, MAPPED_VERSION, signer.scheme, signer.signer_id, len(encoded), signed_length, start
+        MAGIC, version, signer.scheme, signer.signer_id, len(encoded), signed_length, start
     )
     total = start + (offsets[-1] + buffers[-1].nbytes if buffers else 0)
 
@@ -163,10 +173,29 @@ def _seal_mapped(
     return header, total, pieces()
 
 
-def open_mapped(
-    read: Callable[[int, int], bytes | memoryview], size: int, verifier: Verifier
-) -> tuple[EntryHeader, memoryview, list[tuple[int, int]], list[bytes]]:
-    """Format 3: verify the signed part (read with ``read(offset, length)``), then parse it.
+class MappedEntry(NamedTuple):
+    """A verified format 3/4 entry whose buffers are still to be checked (and are not read yet)."""
+
+    header: EntryHeader
+    meta: memoryview  # the pickle stream (verified)
+    spans: list[tuple[int, int]]  # each buffer's (file offset, length)
+    digests: list[bytes]  # each buffer's signed digest
+    digest: Callable[[memoryview], bytes]  # what those digests are of a buffer
+
+
+def digest_of(version: int) -> Callable[[memoryview], bytes]:
+    """How a mapped entry of ``version`` digests its buffers: xxh3 pieces (3) or BLAKE3-256 (4)."""
+    return buffer_digest if version == MAPPED_VERSION else strong_digest
+
+
+def strong_digest(buffer: memoryview) -> bytes:
+    """BLAKE3-256 of ``buffer``, on every core for big ones (the GIL is released)."""
+    threads = blake3.blake3.AUTO if buffer.nbytes >= 8 << 20 else 1
+    return blake3.blake3(buffer, max_threads=threads).digest()
+
+
+def open_mapped(read: Callable[[int, int], bytes | memoryview], size: int, verifier: Verifier) -> MappedEntry:
+    """Formats 3 and 4: verify the signed part (read with ``read(offset, length)``), then parse it.
 
     Returns the header, the pickle stream, each buffer's (file offset, length) and its signed
     digest. The buffers themselves are not read: the caller checks them against the digests
@@ -176,8 +205,10 @@ def open_mapped(
     if len(head) < PREFIX_MAPPED.size:
         raise Refused("it is truncated")
     magic, version, scheme, signer_id, header_length, signed_length, start = PREFIX_MAPPED.unpack(head)
-    if magic != MAGIC or version != MAPPED_VERSION:
-        raise Refused("it is not an ipycache_ext entry of format 3")
+    if magic != MAGIC or version not in (MAPPED_VERSION, STRONG_VERSION):
+        raise Refused("it is not an ipycache_ext entry of format 3 or 4")
+    if version == MAPPED_VERSION and scheme != SCHEME_HMAC:
+        raise Refused("it is a format 3 entry not signed with a local key (xxh3 can't guard a shared one)")
     signature_size = _SIGNATURE_SIZES.get(scheme)
     if signature_size is None:
         raise Refused(f"it uses an unknown signature scheme ({scheme})")
@@ -211,7 +242,7 @@ def open_mapped(
         digests = [bytes.fromhex(digest) for digest in header.digests]
     except ValueError:
         raise Refused("its header does not describe its buffers") from None
-    return header, meta, spans, digests
+    return MappedEntry(header, meta, spans, digests, digest_of(version))
 
 
 def open_sealed(
@@ -224,13 +255,13 @@ def open_sealed(
     magic, version, scheme, signer_id, header_length = PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise Refused("it is not an ipycache_ext entry")
-    if version == MAPPED_VERSION:
-        header, meta, spans, digests = open_mapped(lambda at, n: view[at : at + n], len(view), verifier)
-        buffers = [view[offset : offset + length] for offset, length in spans]
-        for index, (buffer, digest) in enumerate(zip(buffers, digests, strict=True)):
-            if buffer_digest(buffer) != digest:
+    if version in (MAPPED_VERSION, STRONG_VERSION):
+        entry = open_mapped(lambda at, n: view[at : at + n], len(view), verifier)
+        buffers = [view[offset : offset + length] for offset, length in entry.spans]
+        for index, (buffer, digest) in enumerate(zip(buffers, entry.digests, strict=True)):
+            if entry.digest(buffer) != digest:
                 raise Refused(damaged_buffer(index))
-        return header, meta, buffers
+        return entry.header, entry.meta, buffers
     if version != FORMAT_VERSION:
         raise OtherVersion(version)
     signature_size = _SIGNATURE_SIZES.get(scheme)
@@ -254,7 +285,10 @@ def open_sealed(
 
 
 def damaged_buffer(index: int) -> str:
-    return f"its buffer {index} does not match the digest in its signed header (the file is damaged)"
+    return (
+        f"its buffer {index} does not match the digest in its signed header: it does not verify "
+        "(damaged or tampered with)"
+    )
 
 
 def pread_all(fd: int, offset: int, length: int) -> bytes:

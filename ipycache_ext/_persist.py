@@ -1,13 +1,7 @@
 """Persistence beyond the kernel: the local disk tier, the team tier, and the store's adapter.
 
-- ``SignedCache`` signs, verifies, expires and budgets entries on any byte-level backend
-  (``ipycache_ext.backends``): locally with this user's HMAC secret, on a team store with the
-  user's Ed25519 key, verified against the trusted keys. An entry that does not verify, or
-  whose generation is not the current one (an older file copied back), is refused: never
-  unpickled, said once. A refused *local* file is deleted (only its user can have written it,
-  or it is damage); a refused *shared* entry is left alone, since deleting would let anyone
-  who can't sign erase colleagues' work and a key missing from one user's trusted list is no
-  reason to destroy it for everyone.
+- ``SignedCache`` (``_signed_cache``) signs, verifies, expires and budgets entries on any
+  byte-level backend (``ipycache_ext.backends``).
 - ``StorePersistence`` is the store's ``Persistence``: memory (the store) -> local disk ->
   team. A team hit fills the local disk; ``claim`` decides who computes a cold key.
 - ``configure`` / ``ensure_persistence`` / ``open_if_present`` give a store its tiers.
@@ -21,7 +15,6 @@ memory.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -33,24 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ._claim import claim as _claim
-from ._envelope import (
-    FORMAT_VERSION,
-    MAGIC,
-    MAPPED_VERSION,
-    EntryHeader,
-    OtherVersion,
-    Refused,
-    damaged_buffer,
-    open_mapped,
-    open_sealed,
-    pread_all,
-    seal,
-)
+from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader
 from ._serialize import SerializedValue
-from ._signing import HmacSigner, Signer, Verifier, load_or_create_key, private_directory, whoami
+from ._signed_cache import DEFAULT_DISK_BUDGET, ENV_CACHE_DIR, SignedCache, default_cache_dir
+from ._signing import load_or_create_key, private_directory, whoami
 from ._store import CacheStore, EntryInfo, Restored, Where
-from .backends.base import Backend, BackendUnavailable, Leases
-from .backends.files import FileBackend, NotARegularFile
+from .backends.base import BackendUnavailable, Leases
+from .backends.files import FileBackend
 
 __all__ = [
     "DEFAULT_DISK_BUDGET",
@@ -71,267 +53,8 @@ __all__ = [
     "private_directory",
 ]
 
-ENV_CACHE_DIR = "IPYCACHE_EXT_CACHE_DIR"
-DEFAULT_DISK_BUDGET = 10 * 1024**3
-DiskRecord = EntryHeader  # the name the first version had
-
-
-def default_cache_dir() -> Path:
-    """``$IPYCACHE_EXT_CACHE_DIR``, else ``$XDG_CACHE_HOME/ipycache_ext``, else ``~/.cache/ipycache_ext``."""
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ipycache_ext"
-
-
-class SignedCache:
-    """Signed, versioned, TTL-aware, budgeted entries on one backend."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        signer: Signer | bytes,
-        verifier: Verifier | None = None,
-        *,
-        shared: bool = False,
-        budget: int = DEFAULT_DISK_BUDGET,
-        timer: Callable[[], float] = time.time,
-        name: str = "disk",
-    ) -> None:
-        if isinstance(signer, bytes):  # a local secret signs and verifies
-            signer = HmacSigner(signer)
-        self.backend = backend
-        self.signer = signer
-        self.verifier: Verifier = verifier if verifier is not None else signer  # type: ignore[assignment]
-        self.shared = shared
-        self.budget = budget
-        self.name = name
-        self._timer = timer
-        self._reported: set[tuple[str, str]] = set()
-
-    @classmethod
-    def in_directory(
-        cls,
-        directory: Path | None = None,
-        *,
-        budget: int = DEFAULT_DISK_BUDGET,
-        timer: Callable[[], float] = time.time,
-    ) -> SignedCache:
-        """The file-backed cache in ``directory`` (default: the per-user cache directory)."""
-        directory = default_cache_dir() if directory is None else directory
-        key = load_or_create_key(directory / "secret.key")
-        return cls(FileBackend(directory), key, budget=budget, timer=timer)
-
-    # writing
-    def save(self, value: SerializedValue, header: EntryHeader) -> bool:
-        """Persist ``value``; False (with one warning) when the disk can't take it."""
-        meta, buffers = value.parts()
-        return self.save_parts(meta, buffers, header)
-
-    def save_parts(self, meta: bytes | memoryview, buffers: list[memoryview], header: EntryHeader) -> bool:
-        """``save`` of a value given as its pickle stream and buffers (as ``load_parts`` returns them)."""
-        # the local tier writes format 3 (its buffers are mapped on a restart), a team store format 2
-        sealed, size, pieces = seal(header, meta, buffers, self.signer, mapped=not self.shared)
-        ttl = None if sealed.expires is None else max(1.0, sealed.expires - self._timer())
-        try:
-            self.backend.put(sealed.key, pieces, tag=sealed.generation, size=size, ttl=ttl)
-        except BackendUnavailable:
-            raise  # the caller's breaker says it once
-        except OSError as exc:
-            warnings.warn(
-                f"could not persist {sealed.label!r} to {self._where()} ({_reason(exc)}); "
-                "it stays cached in memory for this kernel",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return False
-        if not self.shared:
-            self.backend.trim(self.budget, keep=sealed.key)
-        return True
-
-    # reading
-    def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
-        """The verified value and header, or None (missing, expired, foreign, stale or refused).
-
-        A format-3 file of a backend that can hand out its descriptor (``open_file``) is not
-        read: its signed part is verified, its buffers mapped and checked against their
-        signed digests, and hits map them copy-on-write from the file.
-        """
-        if not self.shared and hasattr(self.backend, "open_file"):
-            with contextlib.suppress(_ReadWhole):
-                return self._load_mapped(key)
-        found = self.load_parts(key)
-        if found is None:
-            return None
-        header, meta, buffers = found
-        return SerializedValue.from_parts(bytes(meta), buffers), header
-
-    def load_parts(self, key: str) -> tuple[EntryHeader, memoryview, list[memoryview]] | None:
-        """``load``, but the pickle stream and buffers as views into the bytes read (nothing copied)."""
-        try:
-            blob = self.backend.get(key)
-            if blob is None:
-                return None
-            try:
-                header, meta, buffers = self._open(key, blob.data, blob.current)
-            except Refused as first:
-                reread = getattr(self.backend, "reread", None)  # raced a writer's rename?
-                again = reread(key) if reread is not None and "older" in str(first) else None
-                if again is None:
-                    raise
-                header, meta, buffers = self._open(key, again.data, again.current)
-        except Refused as exc:
-            self._refuse(key, str(exc))
-            return None
-        except OtherVersion:
-            return None  # another version's entry: a miss, and it is replaced on save
-        except BackendUnavailable:
-            raise
-        except OSError as exc:  # unreadable (permissions, a FIFO, a directory, I/O error)
-            self._report(
-                key,
-                f"could not read the cached entry for key {key[:12]} ({_reason(exc)}); "
-                "it is treated as a miss",
-                unreadable=isinstance(exc, NotARegularFile),
-            )
-            return None
-        if header.expires is not None and self._timer() >= header.expires:
-            if not self.shared:
-                self.delete(key)
-            return None
-        return header, meta, buffers
-
-    def _load_mapped(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
-        """``load`` of a format-3 file without reading its buffers; ``_ReadWhole`` for other files."""
-        try:
-            try:
-                found = self._open_mapped(key, touch=True)
-            except Refused as first:
-                if "older" not in str(first):  # raced a writer's rename? once more, untouched
-                    raise
-                found = self._open_mapped(key, touch=False)
-        except Refused as exc:
-            self._refuse(key, str(exc))
-            return None
-        except BackendUnavailable:
-            raise
-        except OSError as exc:
-            self._report(
-                key,
-                f"could not read the cached entry for key {key[:12]} ({_reason(exc)}); "
-                "it is treated as a miss",
-                unreadable=isinstance(exc, NotARegularFile),
-            )
-            return None
-        if found is None:
-            return None
-        value, header = found
-        if header.expires is not None and self._timer() >= header.expires:
-            self.delete(key)
-            return None
-        return value, header
-
-    def _open_mapped(self, key: str, *, touch: bool) -> tuple[SerializedValue, EntryHeader] | None:
-        opened = self.backend.open_file(key, touch=touch)  # type: ignore[attr-defined]
-        if opened is None:
-            return None
-        fd, current = opened
-        try:
-            size = os.fstat(fd).st_size
-            if pread_all(fd, 8, 2) != MAPPED_VERSION.to_bytes(2, "little"):
-                raise _ReadWhole  # format 2 (or not an entry at all): the reading path decides
-            header, meta, spans, digests = open_mapped(
-                lambda at, n: pread_all(fd, at, n), size, self.verifier
-            )
-            self._check(key, header, current)
-            try:
-                value = SerializedValue.from_file(bytes(meta), fd, spans, digests)
-            except ValueError as damaged:
-                raise Refused(damaged_buffer(int(str(damaged.args[0])))) from None
-        finally:
-            os.close(fd)
-        return value, header
-
-    def _check(self, key: str, header: EntryHeader, current: frozenset[str] | None) -> None:
-        if header.key != key:
-            raise Refused("it was stored under another key")
-        if current is not None and header.generation not in current:
-            raise Refused("it is older than the entry last written under this key (an old copy put back?)")
-
-    def _open(
-        self, key: str, data: Any, current: frozenset[str] | None
-    ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
-        header, meta, buffers = open_sealed(data, self.verifier)
-        self._check(key, header, current)
-        return header, meta, buffers
-
-    def _where(self) -> str:
-        return "the team store" if self.shared else "disk"
-
-    def _refuse(self, key: str, why: str) -> None:
-        """Never unpickle it; say so once. A local file goes; a shared entry stays."""
-        if self.shared:
-            self._report(
-                key,
-                f"refused the team entry for key {key[:12]}: {why}. It was not loaded "
-                "(and is left in the team store)",
-            )
-            return
-        removed = self._remove(key)
-        self._report(
-            key,
-            f"refused the cached file for key {key[:12]}: {why}. It was not loaded"
-            + (" and has been removed." if removed else "."),
-            once=False,
-        )
-
-    def _report(self, key: str, message: str, *, once: bool = True, unreadable: bool = False) -> None:
-        if once:
-            if (key, message) in self._reported:
-                return
-            self._reported.add((key, message))
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
-
-    def _remove(self, key: str) -> bool:
-        try:
-            self.backend.delete(key)
-        except OSError as exc:
-            warnings.warn(
-                f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "
-                "will still find the old value until it is removed",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return False
-        return True
-
-    # housekeeping
-    def delete(self, key: str) -> None:
-        self._remove(key)
-
-    def clear(self) -> int:
-        removed = 0
-        for key in self.backend.keys():  # noqa: SIM118 (a backend, not a dict)
-            removed += self._remove(key)
-        return removed
-
-    def usage(self) -> int:
-        return self.backend.usage()
-
-    def enforce_budget(self, keep: str | None = None) -> None:
-        self.backend.trim(self.budget, keep=keep)
-
-
 DiskCache = SignedCache  # the name the first version had
-
-
-class _ReadWhole(Exception):
-    """A file the mapping path leaves to the reading path (format 2, or not an entry)."""
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+DiskRecord = EntryHeader  # the name the first version had
 
 
 def _restored(value: SerializedValue, header: EntryHeader, where: str) -> Restored:
@@ -395,38 +118,33 @@ class StorePersistence:
         shared = self.team.load(key)
         if shared is None:
             return None
-        header, meta, buffers = shared
-        value = SerializedValue.from_parts(bytes(meta), buffers)
+        value, header = shared
         if self.disk is not None:
-            self._fill(self.disk, header, meta, buffers)
+            self._fill(self.disk, header, value)
         return _restored(value, header, "team")
 
-    def _fill(
-        self, disk: SignedCache, header: EntryHeader, meta: memoryview, buffers: list[memoryview]
-    ) -> None:
+    def _fill(self, disk: SignedCache, header: EntryHeader, value: SerializedValue) -> None:
         """A team hit fills the local tier (re-signed with our key): in a thread for big entries.
 
-        The thread writes from the bytes read from the team store, which nobody else holds,
-        so the hit doesn't wait for the disk; a kernel that stops mid-way leaves a temporary
-        file the next write sweeps.
+        The thread writes from the value's memory file, which nobody else can change, so the
+        hit doesn't wait for the disk; a kernel that stops mid-way leaves a temporary file
+        the next write sweeps.
         """
         if header.size < self.fill_in_background_from:
-            disk.save_parts(meta, buffers, header)
+            disk.save(value, header)
             return
         thread = threading.Thread(
-            target=self._fill_quietly, args=(disk, header, meta, buffers), daemon=True, name="ipycache-fill"
+            target=self._fill_quietly, args=(disk, header, value), daemon=True, name="ipycache-fill"
         )
         self._fills = [t for t in self._fills if t.is_alive()] + [thread]
         thread.start()
 
     @staticmethod
-    def _fill_quietly(
-        disk: SignedCache, header: EntryHeader, meta: memoryview, buffers: list[memoryview]
-    ) -> None:
+    def _fill_quietly(disk: SignedCache, header: EntryHeader, value: SerializedValue) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a warning from a thread would land in a random cell
             with contextlib.suppress(Exception):
-                disk.save_parts(meta, buffers, header)
+                disk.save(value, header)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for local fills still being written (tests, and before a kernel exits)."""

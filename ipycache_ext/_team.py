@@ -109,12 +109,12 @@ class TeamTier:
     def _ok(self) -> None:
         self._said_down = False  # the next outage is said again
 
-    def load(self, key: str) -> tuple[EntryHeader, memoryview, list[memoryview]] | None:
-        """The verified entry as views into the bytes read (the caller makes the value)."""
+    def load(self, key: str) -> tuple[SerializedValue, EntryHeader] | None:
+        """The verified value (its buffers mapped from the memory file it was received into)."""
         if not self.available:
             return None
         try:
-            found = self.cache.load_parts(key)
+            found = self.cache.load(key)
         except (BackendUnavailable, OSError) as exc:
             self._failed(exc)
             return None

@@ -211,3 +211,65 @@ def test_kernels_never_delete_team_entries(tmp_path: Path, redis_url: str) -> No
     assert _team_keys(redis_url) == before
     found = alice.load("d1", "team")  # still a hit from the team
     assert found is not None and found.where == "team"
+
+
+def _stored_version(url: str, key: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        manifest = client.get(f"ipycache:test:m:{key}")
+        assert manifest is not None
+        generation = manifest.decode().split('"gen": "')[1].split('"')[0]
+        first = client.get(f"ipycache:test:c:{key}:{generation}:0") or b""
+        return int.from_bytes(first[8:10], "little")
+    finally:
+        client.close()
+
+
+def test_team_entries_are_format_4_and_their_hits_map_the_landed_bytes(
+    tmp_path: Path, redis_url: str
+) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    frame = np.arange(2_000_000, dtype=np.float64)
+    assert alice.save("k20", serialize(frame), entry(), "team")
+    assert _stored_version(redis_url, "k20") == 4  # BLAKE3 buffer digests under the Ed25519 signature
+    found = bob.load("k20", "team")
+    assert found is not None and found.value.mapped  # hits map the memory file it landed in
+    first, second = found.value.load(), found.value.load()
+    first[0] = -1.0
+    assert second[0] == 0.0 and np.array_equal(second, frame)  # copy-on-write: independent hits
+
+
+def test_a_team_entry_of_the_old_format_2_is_still_a_hit(tmp_path: Path, redis_url: str) -> None:
+    from ipycache_ext._envelope import EntryHeader, seal
+
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    assert alice.team is not None
+    meta, buffers = serialize(np.arange(100_000.0)).parts()
+    header = EntryHeader(
+        key="k21", kind="data", label="old", names=(), created=time.time(), expires=None, compute_seconds=1
+    )
+    sealed, size, pieces = seal(header, meta, buffers, alice.team.signer)  # format 2: signed over every byte
+    alice.team.backend.put("k21", pieces, tag=sealed.generation, size=size)
+    found = bob.load("k21", "team")
+    assert found is not None and np.array_equal(found.value.load(), np.arange(100_000.0))
+
+
+def test_a_format_3_entry_signed_by_a_colleague_is_refused(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 3 guards its buffers with xxh3, which a forger can collide: never from a team store."""
+    from ipycache_ext import _envelope
+
+    marker = tmp_path / "marker"
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    with monkeypatch.context() as patch:
+        patch.setattr(_envelope, "STRONG_VERSION", _envelope.MAPPED_VERSION)  # write a v3 under Ed25519
+        assert alice.save("k22", serialize([Marker(str(marker)), np.zeros(100_000)]), entry(), "team")
+    assert _stored_version(redis_url, "k22") == 3
+    with pytest.warns(RuntimeWarning, match="format 3 entry not signed with a local key"):
+        assert bob.load("k22", "team") is None
+    assert not marker.exists()
+    assert len(_team_keys(redis_url)) > 1  # left in the team store

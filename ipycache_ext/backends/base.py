@@ -13,7 +13,8 @@ the disk refused. Anything else is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -38,6 +39,14 @@ class Blob:
     current: frozenset[str] | None = None
 
 
+@dataclass(frozen=True)
+class Landed:
+    """What ``get_into`` wrote: ``size`` bytes, and the current generations (as ``Blob.current``)."""
+
+    size: int
+    current: frozenset[str] | None = None
+
+
 class Backend(Protocol):
     """Where signed entries live (see the module docstring for who does what)."""
 
@@ -52,6 +61,14 @@ class Backend(Protocol):
 
     def get(self, key: str) -> Blob | None:
         """The whole entry (and mark it used, for least-recently-used eviction), or None."""
+
+    def get_into(self, key: str, open_file: Callable[[int], int]) -> Landed | None:
+        """``get``, but written into the descriptor ``open_file(size)`` returns, from offset 0.
+
+        A big shared entry lands in the memory file its hits will map, copied once (by the
+        kernel where it can) instead of into a Python buffer and then again. None when the
+        entry is missing or only partly there (what landed is then ignored).
+        """
 
     def contains(self, key: str) -> bool:
         """Cheap presence check (waiters poll it), no transfer of the entry."""
@@ -91,3 +108,10 @@ class Leases(Protocol):
 
     def holder(self, key: str) -> str | None:
         """The holder text of the current lease on ``key``, or None when it is free."""
+
+
+def write_all(fd: int, data: memoryview, offset: int = 0) -> None:
+    """``pwrite`` every byte of ``data`` at ``offset`` (pwrite may write less than asked)."""
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(fd, data[done:], offset + done)

@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from .base import Blob, Buffer
+from .base import Blob, Buffer, Landed, write_all
 
 
 class MemoryBackend:
@@ -52,6 +52,13 @@ class MemoryBackend:
                 return None
             self._entries.move_to_end(key)
             return Blob(found[0], frozenset({found[1]}))
+
+    def get_into(self, key: str, open_file: Callable[[int], int]) -> Landed | None:
+        blob = self.get(key)
+        if blob is None:
+            return None
+        write_all(open_file(len(blob.data)), memoryview(blob.data))
+        return Landed(len(blob.data), blob.current)
 
     def contains(self, key: str) -> bool:
         with self._lock:

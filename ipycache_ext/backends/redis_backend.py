@@ -24,16 +24,18 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 import redis.exceptions
 
 from .._progress import progress
-from .base import BackendUnavailable, Blob, Buffer
+from ._bulk import ChunkMissing, fetch_into
+from .base import BackendUnavailable, Blob, Buffer, Landed
 
-CHUNK_SIZE = 16 << 20  # one round trip stays well inside the socket timeout on a busy host
+# A reply that fits the caches moves faster: 2.8 GB/s at 4 MiB vs 1.1 GB/s at 16 MiB here
+# (loopback, pipelined 4 deep); and one round trip stays well inside the socket timeout.
+CHUNK_SIZE = 4 << 20
 _PENDING_MS = 15 * 60 * 1000  # chunks of a write not committed by then are garbage
 _OLD_GENERATION_MS = 60 * 1000
 
@@ -110,6 +112,7 @@ class RedisBackend:
         self, client: redis.Redis, *, namespace: str = "default", chunk_size: int = CHUNK_SIZE
     ) -> None:
         self.client = client
+        self.socket_timeout: float | None = client.connection_pool.connection_kwargs.get("socket_timeout")
         self.prefix = f"ipycache:{namespace}:"
         self.chunk_size = chunk_size
         self._commit = client.register_script(_COMMIT)
@@ -155,22 +158,26 @@ class RedisBackend:
             manifest = json.dumps({"gen": tag, "n": len(sizes), "sizes": sizes})
             self._commit(keys=[self._manifest_key(key)], args=[manifest, ttl_ms, base, _OLD_GENERATION_MS])
 
+    def _manifest(self, key: str) -> tuple[str, list[int]] | None:
+        """The generation and chunk sizes of ``key``'s entry; ``("", [])`` for a damaged manifest."""
+        raw = self.client.get(self._manifest_key(key))
+        if raw is None:
+            return None
+        try:
+            manifest = json.loads(raw)
+            return str(manifest["gen"]), [int(n) for n in manifest["sizes"]]
+        except (ValueError, KeyError, TypeError):
+            return "", []
+
     def get(self, key: str) -> Blob | None:
         with _guard():
-            raw = self.client.get(self._manifest_key(key))
-            if raw is None:
+            found = self._manifest(key)
+            if found is None:
                 return None
-            try:
-                manifest = json.loads(raw)
-                generation, sizes = str(manifest["gen"]), [int(n) for n in manifest["sizes"]]
-            except (ValueError, KeyError, TypeError):
+            generation, sizes = found
+            if not sizes:
                 return Blob(b"", frozenset())  # a damaged manifest: refused by the signature check
             base = f"{self._chunk_base(key)}{generation}:"
-            if len(sizes) == 1:
-                data: Any = self.client.get(f"{base}0")
-                if data is None or len(data) != sizes[0]:
-                    return None
-                return Blob(data, frozenset({generation}))
             out = bytearray(sum(sizes))
             offset = 0
             with progress("reading from the team store", total=len(out)) as step:  # shown if > 1 s
@@ -185,6 +192,33 @@ class RedisBackend:
                         offset += len(chunk)
                         step.advance(len(chunk))
             return Blob(out, frozenset({generation}))
+
+    def get_into(self, key: str, open_file: Callable[[int], int]) -> Landed | None:
+        """The chunks spliced from the socket into ``open_file(size)`` (see ``_bulk``)."""
+        with _guard():
+            found = self._manifest(key)
+            if found is None:
+                return None
+            generation, sizes = found
+            if not sizes:
+                open_file(0)
+                return Landed(0, frozenset())  # a damaged manifest: refused by the signature check
+            base = f"{self._chunk_base(key)}{generation}:"
+            names = [f"{base}{index}" for index in range(len(sizes))]
+            fd = open_file(sum(sizes))
+            with progress("reading from the team store", total=sum(sizes)) as step:  # shown if > 1 s
+                try:
+                    fetch_into(
+                        self.client.connection_pool,
+                        names,
+                        sizes,
+                        fd,
+                        timeout=self.socket_timeout,
+                        advance=step.advance,
+                    )
+                except ChunkMissing:
+                    return None  # evicted or expired in part: a miss, never a partial entry
+            return Landed(sum(sizes), frozenset({generation}))
 
     def contains(self, key: str) -> bool:
         with _guard():
