@@ -203,10 +203,10 @@ class StorePersistence:
             if backend is not None:
                 backend.close()
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         """Forget ``key`` locally. Team entries are never deleted by a kernel (TTL or the admin)."""
         if self.disk is not None:
-            self.disk.delete(key)
+            self.disk.delete(key, expired=expired)
 
     def clear(self) -> int:
         return self.disk.clear() if self.disk is not None else 0

@@ -86,6 +86,8 @@ class SignedCache:
         self.name = name
         self._timer = timer
         self._reported: set[tuple[str, str]] = set()
+        # key -> generation this process last wrote or read: what an expiry here may remove
+        self._held: dict[str, str] = {}
 
     @classmethod
     def in_directory(
@@ -123,6 +125,7 @@ class SignedCache:
                 stacklevel=3,
             )
             return False
+        self._held[sealed.key] = sealed.generation
         if not self.shared:
             self.backend.trim(self.budget, keep=sealed.key)
         return True
@@ -232,7 +235,7 @@ class SignedCache:
         if header.expires is None or self._timer() < header.expires:
             return False
         if not self.shared:
-            self.delete(key)
+            self._remove(key, header.generation)  # that file, not one written since
         return True
 
     def _check(self, key: str, header: EntryHeader, current: frozenset[str] | None) -> None:
@@ -240,6 +243,7 @@ class SignedCache:
             raise Refused("it was stored under another key")
         if current is not None and header.generation not in current:
             raise Refused(_OLDER)
+        self._held[key] = header.generation
 
     def _where(self) -> str:
         return "the team store" if self.shared else "disk"
@@ -268,9 +272,10 @@ class SignedCache:
             self._reported.add((key, message))
         warnings.warn(message, RuntimeWarning, stacklevel=5)
 
-    def _remove(self, key: str) -> bool:
+    def _remove(self, key: str, tag: str | None = None) -> bool:
+        self._held.pop(key, None)
         try:
-            self.backend.delete(key)
+            self.backend.delete(key, tag)
         except OSError as exc:
             warnings.warn(
                 f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "
@@ -282,8 +287,13 @@ class SignedCache:
         return True
 
     # housekeeping
-    def delete(self, key: str) -> None:
-        self._remove(key)
+    def delete(self, key: str, *, expired: bool = False) -> None:
+        """Remove ``key``'s entry; ``expired``: only the generation this process wrote or read
+        (another kernel may have written a newer one since, which is not due)."""
+        if not expired:
+            self._remove(key)
+        elif key in self._held:
+            self._remove(key, self._held[key])
 
     def clear(self) -> int:
         removed = 0

@@ -482,7 +482,7 @@ class CacheStore:
                     if pending is None:
                         pending = exc
             if entry.persisted and reason in DROP_FROM_TIERS and self._tier is not None:
-                self._tier.delete(entry.key)
+                self._tier.delete(entry.key, expired=reason == "expired")
             entry.value = None  # drop our reference now: "freed, not only hidden"
             self._subscribers.emit(StoreEvent("removed", entry.key, entry.kind, reason))
         if pending is not None:

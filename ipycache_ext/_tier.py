@@ -54,7 +54,8 @@ class Persistence(Protocol):
 
     def claim(self, key: str, where: Where) -> AbstractContextManager[Restored | None]: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, *, expired: bool = False) -> None:
+        """``expired``: only the generation this kernel holds may go (another may be newer)."""
 
     def clear(self) -> int: ...
 
@@ -112,9 +113,9 @@ class Tier:
             self._failed("write", exc, repr(entry.label), "it stays cached in memory only")
             return False
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         try:
-            self.persistence.delete(key)
+            self.persistence.delete(key, expired=expired)
         except Exception as exc:
             self._failed("delete", exc, f"the persisted entry {key[:12]}", "another kernel may still find it")
 
@@ -139,7 +140,7 @@ class Tier:
         if found is None:
             return None
         if found.expires is not None and now >= found.expires:
-            self.delete(key)
+            self.delete(key, expired=True)
             return None
         return found
 

@@ -180,7 +180,7 @@ def test_a_slow_load_from_a_tier_and_hashing_a_huge_input_are_shown(
         def claim(self, key: str, where: str) -> Any:
             return nullcontext(None)
 
-        def delete(self, key: str) -> None: ...
+        def delete(self, key: str, *, expired: bool = False) -> None: ...
 
         def clear(self) -> int:
             return 0

@@ -383,7 +383,7 @@ class LeasingTier:
 
         return lease()
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         with self.guard:
             self.saved.pop(key, None)
 

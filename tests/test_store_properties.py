@@ -386,7 +386,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._run(replace(outer, nested=inner))
 
     @rule(key=st.sampled_from(DATA_KEYS + RESOURCE_KEYS))
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         self.model.purge(self.clock())
         entry = self.model.entries.get(key)
         if entry is not None:

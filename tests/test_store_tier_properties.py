@@ -88,7 +88,7 @@ class TierMachine(RuleBasedStateMachine):
         assert lookup.entry is not None and lookup.entry.persisted
 
     @rule(key=st.sampled_from(KEYS))
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         self._expire()
         held = key in self.memory
         assert self.store.delete(key) is held

@@ -60,7 +60,7 @@ class MemoryTier:
             self.claimed -= 1
             self.calls.append("release")
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         self.calls.append("delete")
         self.saved.pop(key, None)
 
@@ -85,7 +85,7 @@ class BrokenTier:
     def claim(self, key: str, where: Where) -> contextlib.AbstractContextManager[Restored | None]:
         raise ConnectionError("team store down")
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, expired: bool = False) -> None:
         raise OSError("disk on fire")
 
     def clear(self) -> int:

@@ -73,8 +73,12 @@ class Backend(Protocol):
     def contains(self, key: str) -> bool:
         """Cheap presence check (waiters poll it), no transfer of the entry."""
 
-    def delete(self, key: str) -> bool:
-        """Remove the entry if it is there; False when it was not."""
+    def delete(self, key: str, tag: str | None = None) -> bool:
+        """Remove the entry if it is there; False when it was not.
+
+        ``tag``: only if that generation is still the current one. An entry that expired in
+        one kernel must not take with it the newer entry another kernel wrote since.
+        """
 
     def keys(self) -> list[str]:
         """Every stored key (O(n): for clearing, never on a hot path)."""

@@ -326,9 +326,13 @@ class FileBackend:
         except FileNotFoundError:
             return False
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, tag: str | None = None) -> bool:
         path = self.path(key)
-        with self._transaction() as db:
+        with self._transaction() as db:  # a writer renames and records its tag in one of these
+            if tag is not None:
+                row = db.execute("SELECT tag FROM entries WHERE key = ?", (key,)).fetchone()
+                if row is not None and row[0] != tag:
+                    return False  # another kernel's newer file (or already deleted)
             try:
                 path.unlink()
                 existed = True

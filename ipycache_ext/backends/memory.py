@@ -64,8 +64,11 @@ class MemoryBackend:
         with self._lock:
             return self._live_locked(key) is not None
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, tag: str | None = None) -> bool:
         with self._lock:
+            found = self._entries.get(key)
+            if found is not None and tag is not None and found[1] != tag:
+                return False
             return self._drop_locked(key)
 
     def keys(self) -> list[str]:

@@ -59,8 +59,9 @@ return 1
 _DELETE = """
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
-redis.call('DEL', KEYS[1])
 local ok, previous = pcall(cjson.decode, old)
+if ARGV[2] ~= '' and not (ok and previous.gen == ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1])
 if ok then for i = 0, previous.n - 1 do redis.call('DEL', ARGV[1] .. previous.gen .. ':' .. i) end end
 return 1
 """
@@ -224,9 +225,10 @@ class RedisBackend:
         with _guard():
             return bool(self.client.exists(self._manifest_key(key)))
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, tag: str | None = None) -> bool:
         with _guard():
-            return bool(self._delete(keys=[self._manifest_key(key)], args=[self._chunk_base(key)]))
+            args = [self._chunk_base(key), tag or ""]
+            return bool(self._delete(keys=[self._manifest_key(key)], args=args))
 
     def keys(self) -> list[str]:
         start = len(self.prefix) + 2

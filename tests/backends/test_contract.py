@@ -177,3 +177,12 @@ def test_get_into_writes_the_same_bytes_and_generations_as_get(backend: Backend)
     missing = _Landing()
     assert backend.get_into("nothere", missing.open) is None
     assert missing.opened == []
+
+
+def test_a_delete_of_one_generation_leaves_a_newer_one(backend: Backend) -> None:
+    backend.put("k10", [b"old" * 500], tag="g1", size=1500)
+    backend.put("k10", [b"new" * 500], tag="g2", size=1500)
+    assert backend.delete("k10", "g1") is False  # expired somewhere: not this entry
+    assert _bytes(backend.get("k10")) == b"new" * 500
+    assert backend.delete("k10", "g2") is True
+    assert backend.get("k10") is None
