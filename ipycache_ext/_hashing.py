@@ -140,11 +140,21 @@ _LENGTH = struct.Struct("<Q")
 def combine(parts: Iterable[tuple[str, str | bytes]]) -> str:
     """A key from named parts (each framed with its name and length), order preserved."""
     chunks: list[bytes] = []
+    add = chunks.append
+    pack = _LENGTH.pack
     for name, part in parts:  # one update: the framing is the same, the calls are fewer
         data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else bytes(part)
-        encoded = name.encode()
-        chunks += (_LENGTH.pack(len(encoded)), encoded, _LENGTH.pack(len(data)), data)
+        add(_framed_name(name))
+        add(pack(len(data)))
+        add(data)
     return xxhash.xxh3_128_hexdigest(b"".join(chunks))
+
+
+@functools.lru_cache(maxsize=4096)
+def _framed_name(name: str) -> bytes:
+    """A part's name as ``combine`` frames it: its length, then its bytes (names recur)."""
+    encoded = name.encode()
+    return _LENGTH.pack(len(encoded)) + encoded
 
 
 def import_inputs(imports: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
