@@ -175,3 +175,20 @@ def test_peek_serves_only_what_is_stored(store: CacheStore) -> None:
     served = engine.peek(request, plan)
     assert served is not None and served.hit and served.value == 5
     assert engine_for(store) is engine
+
+
+def test_immutable_inputs_remembered_by_identity_keep_their_own_digest(store: CacheStore) -> None:
+    """Numbers and short strings are hashed once per object: equal-comparing values of other
+    types or bits (1, 1.0, True; 0.0 and -0.0) still get their own digests, a long string
+    is not held, and the memory stays bounded."""
+    from ipycache_ext._hashing import digest
+
+    engine = CacheEngine(store)
+    values: list[Any] = [1, 1.0, True, 0.0, -0.0, "s", b"s", None, 10**30, "x" * 10_000]
+    for _ in range(2):
+        assert [engine.digest_outside("v", v) for v in values] == [digest(v) for v in values]
+    assert len({engine.digest_outside("v", v) for v in values}) == len(values)
+    assert all(known is not values[-1] for known, _ in engine._atoms.values())
+    for number in range(3 * _engine._ATOM_MEMORY):
+        engine.digest_outside("n", float(number))
+    assert len(engine._atoms) <= _engine._ATOM_MEMORY
