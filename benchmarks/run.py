@@ -450,11 +450,22 @@ def small_cell_section(repeats: int) -> None:
 
         return run
 
-    ours = median_seconds(many(cached), repeats) / 200
-    base = median_seconds(many("%%noop\ny = (a, b, c)"), repeats) / 200
+    # Round by round, each a no-op block then a hit block, so load from elsewhere falls on
+    # both alike; the ratio is the median of the rounds' ratios (and of the best rounds).
+    hit, noop = many(cached), many("%%noop\ny = (a, b, c)")
+    ours_times: list[float] = []
+    base_times: list[float] = []
+    for _ in range(max(repeats, 5)):
+        base_times.append(median_seconds(noop, 1) / 200)
+        ours_times.append(median_seconds(hit, 1) / 200)
+    ratios = [o / b for o, b in zip(ours_times, base_times, strict=True)]
+    ours, base = statistics.median(ours_times), statistics.median(base_times)
     print("\n## Small cell: a hit with three small inputs, whole run_cell")
-    print(f"no-op cell magic {base * 1e6:.0f} µs; %%cache_data hit {ours * 1e6:.0f} µs")
-    print(f"ratio {ours / base:.2f}× (target ≤ 2×)")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"no-op cell magic {base * 1e6:.0f} µs (best {min(base_times) * 1e6:.0f}); "
+          f"%%cache_data hit {ours * 1e6:.0f} µs (best {min(ours_times) * 1e6:.0f})")  # fmt: skip
+    print(f"ratio {statistics.median(ratios):.2f}× (median of {len(ratios)} rounds; best rounds "
+          f"{min(ours_times) / min(base_times):.2f}×; target ≤ 2×)")  # fmt: skip
 
 
 def main() -> None:
