@@ -12,8 +12,11 @@ from other processes falls on all alike; the figures are medians:
 
 Target: ``stream / digest N threads >= 1.7`` on two cores. The memory bandwidth bounds
 this: when one core already streams memory as fast as the machine delivers it, a second
-core can't add much; the benchmark also prints the same comparison on a buffer that fits
-in the cache, where only the hashing itself counts. Run it on a quiet machine::
+core can't add much. So each comparison also measures the ceiling in the same run: bare
+``xxh3_128`` over the same bytes in 4 MiB pieces on one thread and on N threads (plain
+threads, no framing), printed with GB/s; the benchmark also prints the same comparison on a
+buffer that fits in the cache, where only the hashing itself counts. Run it on a quiet
+machine::
 
     .venv/bin/python benchmarks/bench_hashing.py [--size 1GB] [--rounds 7]
 """
@@ -25,11 +28,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xxhash
 
-from ipycache_ext._hash_data import hash_threads, set_hash_threads
+from ipycache_ext._hash_data import PIECE, hash_threads, set_hash_threads
 from ipycache_ext._hashing import digest
 
 
@@ -48,11 +52,37 @@ def stream(columns: list[memoryview]) -> bytes:
     return h.digest()
 
 
+def raw_pieces(columns: list[memoryview], threads: int) -> None:
+    """The memory-bandwidth ceiling: xxh3 of the same bytes in 4 MiB pieces, split over
+    ``threads`` threads, with no framing, no digest walk and no pool of ours."""
+    pieces = [(column, start) for column in columns for start in range(0, column.nbytes, PIECE)]
+
+    def run(share: list[tuple[memoryview, int]]) -> None:
+        for column, start in share:
+            xxhash.xxh3_128(column[start : start + PIECE]).digest()
+
+    if threads == 1:
+        run(pieces)
+        return
+    bounds = [len(pieces) * k // threads for k in range(threads + 1)]
+    helpers = [_raw_pool.submit(run, pieces[bounds[k] : bounds[k + 1]]) for k in range(1, threads)]
+    run(pieces[: bounds[1]])
+    for helper in helpers:
+        helper.result()
+
+
+_raw_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="bare-xxh3")  # started once, like ours
+
+
 def compare(label: str, value: object, columns: list[memoryview], rounds: int, threads: int) -> None:
     many = f"digest, {threads} threads"
-    times: dict[str, list[float]] = {"stream": [], "digest, 1 thread": [], many: [], "digest, as shipped": []}
+    raw_many = f"raw xxh3, {threads} threads"
+    times: dict[str, list[float]] = {"stream": [], "digest, 1 thread": [], many: [], "digest, as shipped": [],
+                                     "raw xxh3, 1 thread": [], raw_many: []}  # fmt: skip
     for _ in range(rounds):
         times["stream"].append(seconds(lambda: stream(columns)))
+        times["raw xxh3, 1 thread"].append(seconds(lambda: raw_pieces(columns, 1)))
+        times[raw_many].append(seconds(lambda: raw_pieces(columns, threads)))
         set_hash_threads(1)
         times["digest, 1 thread"].append(seconds(lambda: digest(value)))
         set_hash_threads(threads)
@@ -61,9 +91,15 @@ def compare(label: str, value: object, columns: list[memoryview], rounds: int, t
         times["digest, as shipped"].append(seconds(lambda: digest(value)))
     medians = {name: statistics.median(values) for name, values in times.items()}
     base = medians["stream"]
+    size = sum(column.nbytes for column in columns)
     print(f"\n## {label}")
     for name, median in medians.items():
-        print(f"{name:>22}: {median * 1000:8.1f} ms   ({base / median:4.2f}x the stream)")
+        print(f"{name:>22}: {median * 1000:8.1f} ms   ({base / median:4.2f}x the stream, "
+              f"{size / median / 1e9:5.1f} GB/s)")  # fmt: skip
+    ceiling = medians["raw xxh3, 1 thread"] / medians[raw_many]
+    ours = medians["digest, 1 thread"] / medians[many]
+    print(f"  ceiling: bare xxh3 on {threads} threads is {ceiling:.2f}x one thread on this machine now "
+          f"(the memory bandwidth); digest on {threads} threads is {ours:.2f}x one thread")  # fmt: skip
 
 
 def main() -> None:
