@@ -23,6 +23,7 @@ from ._format import (
     ttl_text,
     where_text,
 )
+from ._status_text import ME
 from ._store import CacheStats, CacheStore, EntryInfo
 
 PREFIX = "[ipycache_ext]"
@@ -46,9 +47,11 @@ def hit_line(entry: EntryInfo) -> str:
     when = time.localtime(entry.created)
     today = time.localtime()
     fmt = "%H:%M:%S" if when[:3] == today[:3] else "%Y-%m-%d %H:%M"
-    where = ", on disk" if entry.persisted else ""
+    where = ", team" if getattr(entry, "shared", False) else ", on disk" if entry.persisted else ""
+    by = getattr(entry, "computed_by", None)
+    by = None if by == ME else by
     return (
-        f"{PREFIX} cache hit: computed at {time.strftime(fmt, when)} in "
+        f"{PREFIX} cache hit: computed at {time.strftime(fmt, when)}{f' by {by}' if by else ''} in "
         f"{format_duration(entry.compute_seconds)} (hit {entry.hits}×{where})"
     )
 

@@ -8,12 +8,11 @@ texts are tested with a fake clock alone.
 
 from __future__ import annotations
 
-import getpass
 import html
-import socket
 from dataclasses import dataclass
 
 from ._format import format_clock, format_duration, removed_text
+from ._signing import whoami
 from ._store import EntryInfo
 
 __all__ = ["StatusState", "status_html", "status_markup", "status_text", "tone"]
@@ -34,12 +33,12 @@ class StatusState:
 
 def _me() -> str:
     try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
+        return whoami()  # what this kernel records as computed_by ($IPYCACHE_EXT_USER honoured)
     except Exception:  # no user name (some containers): then nobody is "me"
         return ""
 
 
-_ME = _me()
+ME = _me()
 
 
 def status_text(state: StatusState, now: float) -> str:
@@ -56,7 +55,7 @@ def status_text(state: StatusState, now: float) -> str:
         return f"computed in {took} · not cached (larger than the memory budget, or it could not be kept)"
     took = format_duration(entry.compute_seconds)
     by = getattr(entry, "computed_by", None)
-    by_text = f" by {by}" if by and by != _ME else ""
+    by_text = f" by {by}" if by and by != ME else ""
     if state.hit:
         text = f"from cache · computed {format_clock(entry.created, now)}{by_text} in {took}"
     else:

@@ -122,3 +122,17 @@ def test_the_summary_says_what_live_results_still_hold_after_their_entry_left(st
 
     gc.collect()
     assert "held by live results" not in summary_line(store.stats())
+
+
+def test_the_hit_line_says_who_computed_a_team_entry_and_where_it_lives() -> None:
+    from ipycache_ext._report import hit_line
+    from ipycache_ext._status_text import ME
+
+    def entry(**fields: object) -> types.SimpleNamespace:
+        base = {"created": 0.0, "compute_seconds": 3.9, "hits": 1, "persisted": True, "shared": False}
+        return types.SimpleNamespace(**{**base, **fields})
+
+    team = hit_line(entry(shared=True, computed_by="alice@host"))  # type: ignore[arg-type]
+    assert " by alice@host in 3.9s" in team and team.endswith("(hit 1×, team)")
+    own = hit_line(entry(computed_by=ME))  # type: ignore[arg-type]
+    assert " by " not in own and own.endswith("(hit 1×, on disk)")
