@@ -36,6 +36,10 @@ class ChunkMissing(Exception):
     """A chunk the manifest names is gone or has another length (expired, evicted, rewritten)."""
 
 
+class Unsupported(Exception):
+    """This client's connections don't expose a socket: the caller reads through redis-py."""
+
+
 def fetch_into(
     pool: Any,
     names: Sequence[str],
@@ -54,9 +58,10 @@ def fetch_into(
     connection = pool.get_connection()
     clean = False
     try:
-        sock = connection._sock
-        if sock is None:
-            raise ConnectionError("the connection closed")
+        sock = getattr(connection, "_sock", None)  # redis-py's own attribute: checked, not assumed
+        if not isinstance(sock, socket.socket):
+            clean = True  # nothing was sent on it
+            raise Unsupported(type(connection).__name__)
         with _sink(sock, fd, sum(sizes), timeout) as body:
             offsets = [0]
             for size in sizes:

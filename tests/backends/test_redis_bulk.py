@@ -108,3 +108,18 @@ def test_a_server_that_stops_sending_mid_entry_times_out(own_redis: RedisServer)
     assert bytes(backend.client.get(f"{backend.prefix}m:k3") or b"")  # it serves again
     assert _landed(backend, "k3") == payload
     backend.close()
+
+
+def test_a_connection_without_a_plain_socket_is_read_through_redis_py(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipycache_ext.backends import _bulk, redis_backend
+
+    payload = _payload(300_000)
+    backend.put("k4", [payload], tag="g4", size=len(payload))
+
+    def unsupported(pool: object, *args: object, **kwargs: object) -> None:
+        raise _bulk.Unsupported("a connection class of another client")
+
+    monkeypatch.setattr(redis_backend, "fetch_into", unsupported)
+    assert _landed(backend, "k4") == payload  # the same bytes, through redis-py's parser
