@@ -155,7 +155,8 @@ class _Splicer:
         self.timeout = sock.gettimeout()
         sock.settimeout(None)
         seconds = timeout or 0.0
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):  # the sends of the GETs too
+            sock.setsockopt(socket.SOL_SOCKET, option, _timeval(seconds))
 
     def move(self, offset: int, size: int) -> None:
         done = 0
@@ -176,7 +177,8 @@ class _Splicer:
         os.close(self.read_end)
         os.close(self.write_end)
         with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0.0))
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                self.sock.setsockopt(socket.SOL_SOCKET, option, _timeval(0.0))
             self.sock.settimeout(self.timeout)
 
 
