@@ -159,72 +159,61 @@ class RedisBackend:
             manifest = json.dumps({"gen": tag, "n": len(sizes), "sizes": sizes})
             self._commit(keys=[self._manifest_key(key)], args=[manifest, ttl_ms, base, _OLD_GENERATION_MS])
 
-    def _manifest(self, key: str) -> tuple[str, list[int]] | None:
-        """The generation and chunk sizes of ``key``'s entry; ``("", [])`` for a damaged manifest."""
+    def _chunks(self, key: str) -> tuple[str, list[str], list[int]] | None:
+        """The generation, chunk names and sizes of ``key``'s entry (no names: a damaged manifest)."""
         raw = self.client.get(self._manifest_key(key))
         if raw is None:
             return None
         try:
             manifest = json.loads(raw)
-            return str(manifest["gen"]), [int(n) for n in manifest["sizes"]]
+            generation, sizes = str(manifest["gen"]), [int(n) for n in manifest["sizes"]]
         except (ValueError, KeyError, TypeError):
-            return "", []
+            return "", [], []  # refused by the signature check of the empty entry it reads as
+        base = f"{self._chunk_base(key)}{generation}:"
+        return generation, [f"{base}{index}" for index in range(len(sizes))], sizes
 
     def get(self, key: str) -> Blob | None:
         with _guard():
-            found = self._manifest(key)
+            found = self._chunks(key)
             if found is None:
                 return None
-            generation, sizes = found
-            if not sizes:
-                return Blob(b"", frozenset())  # a damaged manifest: refused by the signature check
-            base = f"{self._chunk_base(key)}{generation}:"
+            generation, names, sizes = found
             out = bytearray(sum(sizes))
             offset = 0
             with progress("reading from the team store", total=len(out)) as step:  # shown if > 1 s
-                for first in range(0, len(sizes), 4):
+                for first in range(0, len(names), 4):
                     pipe = self.client.pipeline(transaction=False)
-                    for index in range(first, min(first + 4, len(sizes))):
-                        pipe.get(f"{base}{index}")
+                    for name in names[first : first + 4]:
+                        pipe.get(name)
                     for index, chunk in zip(range(first, len(sizes)), pipe.execute(), strict=False):
                         if chunk is None or len(chunk) != sizes[index]:
                             return None  # evicted or expired in part: a miss, never a partial entry
                         out[offset : offset + len(chunk)] = chunk
                         offset += len(chunk)
                         step.advance(len(chunk))
-            return Blob(out, frozenset({generation}))
+            return Blob(out, frozenset({generation} if names else ()))
 
     def get_into(self, key: str, open_file: Callable[[int], int]) -> Landed | None:
         """The chunks spliced from the socket into ``open_file(size)`` (see ``_bulk``)."""
         with _guard():
-            found = self._manifest(key)
+            found = self._chunks(key)
             if found is None:
                 return None
-            generation, sizes = found
-            if not sizes:
-                open_file(0)
-                return Landed(0, frozenset())  # a damaged manifest: refused by the signature check
-            base = f"{self._chunk_base(key)}{generation}:"
-            names = [f"{base}{index}" for index in range(len(sizes))]
-            fd = open_file(sum(sizes))
-            with progress("reading from the team store", total=sum(sizes)) as step:  # shown if > 1 s
+            generation, names, sizes = found
+            total = sum(sizes)
+            fd = open_file(total)
+            with progress("reading from the team store", total=total) as step:  # shown if > 1 s
                 try:
-                    fetch_into(
-                        self.client.connection_pool,
-                        names,
-                        sizes,
-                        fd,
-                        timeout=self.socket_timeout,
-                        advance=step.advance,
-                    )
+                    pool = self.client.connection_pool
+                    fetch_into(pool, names, sizes, fd, timeout=self.socket_timeout, advance=step.advance)
                 except ChunkMissing:
                     return None  # evicted or expired in part: a miss, never a partial entry
                 except Unsupported:  # a connection class without a plain socket: the slow way
                     blob = self.get(key)
-                    if blob is None or len(blob.data) != sum(sizes):
+                    if blob is None or len(blob.data) != total:
                         return None
                     write_all(fd, memoryview(blob.data))
-            return Landed(sum(sizes), frozenset({generation}))
+            return Landed(total, frozenset({generation} if names else ()))
 
     def contains(self, key: str) -> bool:
         with _guard():
