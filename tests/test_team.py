@@ -273,3 +273,15 @@ def test_a_format_3_entry_signed_by_a_colleague_is_refused(
         assert bob.load("k22", "team") is None
     assert not marker.exists()
     assert len(_team_keys(redis_url)) > 1  # left in the team store
+
+
+def test_a_damaged_manifest_is_refused_once_and_left_alone(tmp_path: Path, redis_url: str) -> None:
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    assert alice.save("k23", serialize(np.arange(500_000.0)), entry(), "team")
+    client = redis.Redis.from_url(redis_url)
+    client.set("ipycache:test:m:k23", b"{not json")
+    with pytest.warns(RuntimeWarning, match="refused the team entry for key k23"):
+        assert bob.load("k23", "team") is None
+    assert client.get("ipycache:test:m:k23") == b"{not json"  # never deleted by a reader
+    client.close()
