@@ -285,3 +285,21 @@ def test_a_damaged_manifest_is_refused_once_and_left_alone(tmp_path: Path, redis
         assert bob.load("k23", "team") is None
     assert client.get("ipycache:test:m:k23") == b"{not json"  # never deleted by a reader
     client.close()
+
+
+def test_a_shared_directory_entry_lands_verified_and_a_flipped_buffer_byte_is_refused(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/team-cache"
+    alice = user(tmp_path, "alice", url)
+    bob = user(tmp_path, "bob", url, trusts=("alice",))
+    array = np.arange(1_000_000, dtype=np.float64)
+    assert alice.save("f3", serialize(array), entry(), "team")
+    found = bob.load("f3", "team")
+    assert found is not None and found.value.mapped and np.array_equal(found.value.load(), array)
+    path = tmp_path / "team-cache" / "test" / "f3.entry"
+    data = bytearray(path.read_bytes())
+    data[-12345] ^= 0x40  # inside the array's buffer, not the signed header
+    path.write_bytes(bytes(data))
+    carol = user(tmp_path, "carol", url, trusts=("alice",))
+    with pytest.warns(RuntimeWarning, match="buffer 0 .* does not verify"):
+        assert carol.load("f3", "team") is None
+    assert path.exists()  # a shared entry is never deleted by a reader
