@@ -45,9 +45,12 @@ _ATOM_MEMORY = 1024
 _ATOM_MAX_LENGTH = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """What a front end asks to be cached; everything the key and the entry are made of.
+
+    Read-only by convention, not frozen: a frozen dataclass sets each of these fields
+    through ``object.__setattr__`` (3.2 µs, made anew for every cell run).
 
     ``outside`` are values read from outside the computation (a cell's inputs, nothing for
     a function: its globals are in its ``code``): a cached resource is keyed by which one it
@@ -85,9 +88,10 @@ class Request:
     sources: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
-    """A request turned into its key: reusable for as long as its inputs are the same objects."""
+    """A request turned into its key: reusable for as long as its inputs are the same objects
+    (read-only by convention, like ``Request``)."""
 
     key: str
     record: KeyRecord
