@@ -119,7 +119,8 @@ class CachedCells:
         request = Request(
             kind=kind,
             origin=origin or prepared.label,
-            label=cell_label(prepared.label, number if isinstance(number, int) else None),
+            # prepared.label is already cell_label(cell): only the execution number is new
+            label=f"[{number}] {prepared.label}" if isinstance(number, int) else prepared.label,
             code=analysis.code_digest,
             group=prepared.group,
             options=prepared.options_digest,
