@@ -78,11 +78,7 @@ class CachedFunction(Generic[P, R]):
         engine = self._engine()
         request, plan = self._keys.plan(engine, args, kwargs)
         miss = Computation(self._miss, engine.store, plan.key, args, kwargs)
-
-        def compute() -> Any:  # a call that changes its arguments in place: kept with the value
-            __tracebackhide__ = True
-            return with_argument_changes(engine, request, plan, miss.compute(), self._unreplayable)
-
+        compute = functools.partial(self._compute_recording, engine, request, plan, miss)
         try:  # (fetch_with_argument_replay, inlined: this is the hit path)
             outcome = engine.fetch(request, plan, compute, prepare=miss.keep)
         except Superseded as cleared:  # cleared while it computed: the caller's, not the store's
@@ -98,6 +94,11 @@ class CachedFunction(Generic[P, R]):
             self._background.served(engine.store, outcome.entry, functools.partial(
                 self._refresh, engine, request, plan, args, kwargs))  # fmt: skip
         return cast(R, outcome.value)
+
+    def _compute_recording(self, engine: CacheEngine, request: Request, plan: Plan, miss: Computation) -> Any:
+        """A miss: the value, with the arguments it changed in place (a hit replays them)."""
+        __tracebackhide__ = True
+        return with_argument_changes(engine, request, plan, miss.compute(), self._unreplayable)
 
     def clear(self, *args: Any, **kwargs: Any) -> None:
         """Drop this function's entries; with arguments, only the entry for those arguments."""
@@ -136,9 +137,11 @@ class CachedFunction(Generic[P, R]):
     # ------------------------------------------------------------------ requests
     def _engine(self) -> CacheEngine:
         # `is None`, never `or`: a store with no entries is falsy (it has a length)
-        store = self.store if self.store is not None else self._decorator.store
+        store = self.store
         if store is None:
-            store = get_store()
+            store = self._decorator.store
+            if store is None:
+                store = get_store()
         last = self._last_engine
         if last is not None and last.store is store:
             return last

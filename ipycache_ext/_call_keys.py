@@ -78,8 +78,14 @@ class CallKeys:
     ) -> tuple[Request, Plan]:
         """The request and key of a call; remembered for plain scalar arguments."""
         code = self._code.current(engine)
+        if not kwargs and len(args) == 1 and type(args[0]) in _PLAIN:  # f(x): the common call
+            memo: Hashable = (code, args[0], type(args[0]))
+            known = self._plans.get(memo)
+            if known is not None and known[0].code == code:
+                return known
+            return self._planned(engine, code, args, kwargs, memo)
         arg_types = tuple(map(type, args))
-        memo: Hashable = None
+        memo = None
         if _PLAIN.issuperset(arg_types):
             if not kwargs:
                 memo = (code, args, arg_types)
@@ -91,6 +97,11 @@ class CallKeys:
                 known = self._plans.get(memo)
                 if known is not None and known[0].code == code:
                     return known
+        return self._planned(engine, code, args, kwargs, memo)
+
+    def _planned(self, engine: CacheEngine, code: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 memo: Hashable) -> tuple[Request, Plan]:  # fmt: skip
+        """Bind the call and plan its key; remember it under ``memo`` (None: don't)."""
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         request = dataclasses.replace(

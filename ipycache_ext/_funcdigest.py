@@ -8,6 +8,7 @@ the hit itself, so the digest is reused while each object it read is still in pl
 from __future__ import annotations
 
 import functools
+import operator
 import types
 from collections.abc import Callable
 from typing import Any
@@ -75,8 +76,10 @@ class FunctionDigest:
         seen.add(id(func))
         if not imports_are_pinned(func):
             return False  # it imports a local module in its body: that module can change under it
-        for attribute in ("__code__", "__defaults__", "__kwdefaults__"):
-            reads.append((functools.partial(getattr, func, attribute), getattr(func, attribute)))
+        # one read for the three (each is an audited attribute: with an audit hook installed,
+        # as the dependency layer does, every read of them calls it)
+        parts = _function_parts(func)
+        reads.append((functools.partial(_same_parts, func, parts), True))
         if not self._watch_value(func.__defaults__, reads, seen):
             return False
         kwdefaults = func.__kwdefaults__ or {}
@@ -168,6 +171,15 @@ class FunctionDigest:
         except Unhashable:
             return False
         return True
+
+
+_function_parts = operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
+
+
+def _same_parts(func: types.FunctionType, seen: tuple[Any, Any, Any]) -> bool:
+    """True while ``func``'s code, defaults and keyword defaults are the objects ``seen``."""
+    code, defaults, kwdefaults = _function_parts(func)
+    return code is seen[0] and defaults is seen[1] and kwdefaults is seen[2]
 
 
 def _cell_contents(cell: types.CellType) -> Any:
