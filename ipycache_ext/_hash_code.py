@@ -260,11 +260,16 @@ def global_names(code: types.CodeType) -> list[str]:
     return list(_global_names(code))
 
 
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
 @functools.lru_cache(maxsize=4096)
 def imported_names(code: types.CodeType) -> tuple[tuple[str, tuple[str, ...], int], ...]:
     """The ``import`` statements in a code object: (module, fromlist, level), in order."""
     found: list[tuple[str, tuple[str, ...], int]] = []
     for current in _codes(code):
+        if _IMPORT_NAME not in current.co_code[::2]:
+            continue  # every even byte is an opcode (or a cache entry's 0): no import here
         constants: list[Any] = []
         for instruction in dis.get_instructions(current):
             if instruction.opname == "IMPORT_NAME":
