@@ -38,7 +38,6 @@ __all__ = ["CacheEngine", "Outcome", "Plan", "Request", "engine_for"]
 _SHOW_PROGRESS_FROM = 256 << 20  # inputs this large may take a second to hash: say so then
 _TOO_DEEP = "recursion limit"  # in the reason of the Unhashable raised for too deeply nested data
 _IMMUTABLE = IMMUTABLE_TYPES
-_NOT_FOUND = object()
 # Digests of immutable inputs (numbers, short strings) kept by identity: a small cell's hit
 # hashed each of them again (~5 µs apiece). Long strings are not held (nor memory for them).
 _ATOM_MEMORY = 1024
@@ -139,7 +138,6 @@ class CacheEngine:
         self.resources = ResourceIndex()
         self.identities = IdentityTokens()
         self._explainer = MissExplainer()
-        self._immutables: weakref.WeakKeyDictionary[SerializedValue, Any] = weakref.WeakKeyDictionary()
         self._atoms: dict[int, tuple[Any, str]] = {}  # id -> (immutable input, its digest)
         self._warned: set[tuple[str, str]] = set()
         self._warned_lock = threading.Lock()
@@ -299,12 +297,12 @@ class CacheEngine:
         """
         if kind == "resource" or not isinstance(stored, SerializedValue):
             return stored
-        known = self._immutables.get(stored, _NOT_FOUND)
-        if known is not _NOT_FOUND:
-            return known
+        known = stored.immutable
+        if known is not None:
+            return known[0]
         loaded = stored.load()
         if _is_immutable(loaded):
-            self._immutables[stored] = loaded
+            stored.immutable = (loaded,)
         return loaded
 
     def warn_once(self, origin: str, what: str, message: str) -> None:

@@ -67,6 +67,9 @@ class SerializedValue:
         self._layout = layout
         self._small = small
         self._memfile = memfile
+        # (value,) once a load turned out immutable (numbers, strings, tuples of them): the
+        # engine hands that one copy out again, as nobody can change it (None: not known)
+        self.immutable: tuple[Any] | None = None
         if memfile is not None:  # once nobody holds this value, free what no hit still maps
             weakref.finalize(self, memfile.orphan)
 
