@@ -7,7 +7,7 @@ from other processes falls on all alike; the figures are medians:
   thread: the old ``_blob``), the baseline;
 - ``digest, 1 thread``: today's ``digest`` with its pool limited to one thread;
 - ``digest, N threads``: today's ``digest`` made to use one thread per core;
-- ``digest, as shipped``: one thread per *idle* core (1-minute load average), which is what
+- ``digest, as shipped``: ``hash_threads()`` (one per core, chunks from one queue), which is what
   a kernel does.
 
 Target: ``stream / digest N threads >= 1.7`` on two cores. The memory bandwidth bounds

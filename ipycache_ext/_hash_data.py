@@ -6,7 +6,7 @@ Large buffers (>= 8 MiB) are framed as their length followed by the xxh3-128 dig
 their 4 MiB pieces, in order. The frame depends on the length alone, so it stays
 unambiguous and is the same on every machine, whatever the number of threads that
 computed it. xxhash releases the GIL while it hashes a piece, so pieces are hashed by one
-thread per idle core (a busy core would make the split slower than a single stream).
+thread per core, each taking chunks of pieces from one queue (a busy core does fewer).
 """
 
 from __future__ import annotations
@@ -31,39 +31,28 @@ PARALLEL_MIN = 2 * PIECE
 
 # ------------------------------------------------------------------ large buffers
 _MAX_THREADS = 4
-_forced_threads: int | None = None  # None: as many as there are idle cores (up to 4)
+_CHUNK = 4  # pieces (16 MiB) a thread takes at a time
+_forced_threads: int | None = None  # None: one per core (up to 4)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
 def set_hash_threads(count: int | None) -> None:
-    """Force how many threads hash a large buffer (None: one per idle core). Digests don't
+    """Force how many threads hash a large buffer (None: one per core). Digests don't
     depend on it; benchmarks and tests use it."""
     global _forced_threads
     _forced_threads = None if count is None else max(1, count)
 
 
 def hash_threads() -> int:
-    """Threads for one large buffer: a second core helps only when it is idle (a busy one
-    makes the split slower than one stream), so the 1-minute load average decides."""
-    if _forced_threads is not None:
-        return _forced_threads
-    cores = os.cpu_count() or 1
-    if cores == 1:
-        return 1
-    try:
-        idle = cores - os.getloadavg()[0]
-    except OSError:
-        idle = 1.0
-    return max(1, min(_MAX_THREADS, cores, int(idle + 0.5)))
+    """Threads for one large buffer: one per core (up to 4), busy or not, unless forced.
 
-
-def all_threads() -> int:
-    """Threads for a pass that only streams memory (checking a persisted entry's buffers):
-    one per core, busy or not, unless forced. Reading the page cache is bound by memory
-    bandwidth, not by the cores, so a busy second core still helps: measured on the 2-core
-    machine at load 1.9, a 1 GB restart hit took 56 ms (median of 6) with two threads, 70 ms
-    with one."""
+    Hashing a large buffer streams memory, so it is bound by the memory bandwidth more than
+    by the cores, and threads take 16 MiB chunks from one queue: a helper on a busy core
+    hashes fewer chunks, it can't hold the others up by more than one. Measured on the
+    2-core machine (load 0.6-1.9): two threads never slower than one (1.08-1.15x of one on
+    1 GB, at the bare-xxh3 ceiling of 1.06-1.10x; a 1 GB restart hit 56 vs 70 ms).
+    """
     if _forced_threads is not None:
         return _forced_threads
     return max(1, min(_MAX_THREADS, os.cpu_count() or 1))
@@ -111,11 +100,26 @@ def piece_digests(data: bytes | memoryview, threads: int | None = None) -> bytes
     workers = min(hash_threads() if threads is None else max(1, min(_MAX_THREADS, threads)), pieces)
     if workers <= 1:
         return _piece_digests(view, 0, pieces)
-    bounds = [pieces * k // workers for k in range(workers + 1)]
+    # Threads take chunks of pieces from one queue rather than a fixed share each, so a
+    # helper on a busy core hashes fewer of them instead of making everyone wait for it.
+    chunks = iter(range(0, pieces, _CHUNK))
+    lock = threading.Lock()
+    found: list[bytes] = [b""] * -(-pieces // _CHUNK)
+
+    def take() -> None:
+        while True:
+            with lock:
+                first = next(chunks, None)
+            if first is None:
+                return
+            found[first // _CHUNK] = _piece_digests(view, first, min(first + _CHUNK, pieces))
+
     pool = _get_pool()
-    futures = [pool.submit(_piece_digests, view, bounds[k], bounds[k + 1]) for k in range(1, workers)]
-    parts = [_piece_digests(view, bounds[0], bounds[1])] + [f.result() for f in futures]
-    return b"".join(parts)
+    helpers = [pool.submit(take) for _ in range(workers - 1)]
+    take()
+    for helper in helpers:
+        helper.result()
+    return b"".join(found)
 
 
 # ------------------------------------------------------------------ dispatch
