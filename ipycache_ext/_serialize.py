@@ -117,6 +117,7 @@ class SerializedValue:
         expected: Sequence[bytes],
         *,
         check: Callable[[memoryview], bytes] | None = None,
+        private: bool = False,
     ) -> SerializedValue:
         """Buffers mapped copy-on-write from an entry file (``spans``: page-aligned offset, length).
 
@@ -128,6 +129,8 @@ class SerializedValue:
 
         ``check``: the digest ``expected`` holds, when it is not ``buffer_digest`` (the team
         tier signs BLAKE3 digests: xxh3 guards against damage, not against a forger).
+        ``private``: ``fd`` is a memory file nobody else holds (a team entry landed in it), so
+        its buffers' pages are given back like the store's own once nothing maps them.
         """
         size = max((offset + length for offset, length in spans), default=0)
         whole = _map_readonly(fd, size) if size else None
@@ -146,11 +149,13 @@ class SerializedValue:
                 return _pack(meta, views, _memfd_available())
             layout: list[tuple[str, int, int]] = []
             small: list[bytes] = []
-            memfile = _MemFile(size, fd=os.dup(fd))
+            memfile = _MemFile(size, fd=os.dup(fd), private=private)
             for (offset, length), view, digests in zip(spans, views, pieces, strict=True):
                 if length >= MAP_THRESHOLD and offset % _PAGE == 0:
                     layout.append(("mapped", offset, length))
                     memfile.digests[(offset, length)] = digests
+                    if private:
+                        memfile.adopt(offset, length)
                 else:
                     layout.append(("small", len(small), length))
                     small.append(bytes(view))
@@ -185,10 +190,11 @@ class _MemFile:
 
     live = 0  # memory files with an open descriptor now
 
-    def __init__(self, size: int, fd: int | None = None) -> None:
+    def __init__(self, size: int, fd: int | None = None, *, private: bool = False) -> None:
         self.size = size
-        # a verified entry file (``fd`` given) is mapped like a memory file, never punched
-        self.is_file = fd is not None
+        # a verified entry file (``fd`` given) is mapped like a memory file, never punched;
+        # a ``private`` one is a memory file of ours (a landed team entry): punched like ours
+        self.is_file = fd is not None and not private
         self.fd = os.memfd_create("ipycache_ext", os.MFD_CLOEXEC) if fd is None else fd
         self._handle = _Handle(self.fd, size)
         _MemFile.live += 1
@@ -202,6 +208,10 @@ class _MemFile:
         self.digests: dict[tuple[int, int], bytes] = {}
         if not self.is_file:
             os.ftruncate(self.fd, size)
+
+    def adopt(self, offset: int, length: int) -> None:
+        """A buffer already in the file (written by someone else), to give back like a written one."""
+        self._buffers[offset] = -(-length // _PAGE) * _PAGE
 
     def write(self, offset: int, data: memoryview) -> None:
         view = data.cast("B")

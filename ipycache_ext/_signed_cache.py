@@ -207,14 +207,18 @@ class SignedCache:
             if landed is None:
                 return None
             try:
-                return self._from_descriptor(key, landing.fd, landed.size, landed.current)
+                return self._from_descriptor(key, landing.fd, landed.size, landed.current, private=True)
             except _ReadWhole:  # format 2: verified over every byte, then copied
                 header, meta, buffers = open_sealed(pread_all(landing.fd, 0, landed.size), self.verifier)
                 self._check(key, header, landed.current)
                 return SerializedValue.from_parts(bytes(meta), buffers), header
 
-    def _from_descriptor(self, key: str, fd: int, size: int, current: frozenset[str] | None) -> Loaded:
-        """Verify a format 3/4 entry in ``fd`` and map its buffers; ``_ReadWhole`` for others."""
+    def _from_descriptor(
+        self, key: str, fd: int, size: int, current: frozenset[str] | None, *, private: bool = False
+    ) -> Loaded:
+        """Verify a format 3/4 entry in ``fd`` and map its buffers; ``_ReadWhole`` for others.
+
+        ``private``: ``fd`` is a landing memory file (its pages are given back buffer by buffer)."""
         version = pread_all(fd, 8, 2)
         if version not in _MAPPED:
             raise _ReadWhole
@@ -223,7 +227,8 @@ class SignedCache:
         # format 3's digests are from_file's own (xxh3 pieces); format 4's are BLAKE3
         strong = None if version == MAPPED_VERSION.to_bytes(2, "little") else entry.digest
         try:
-            value = SerializedValue.from_file(bytes(entry.meta), fd, entry.spans, entry.digests, check=strong)
+            meta, spans, digests = bytes(entry.meta), entry.spans, entry.digests
+            value = SerializedValue.from_file(meta, fd, spans, digests, check=strong, private=private)
         except ValueError as damaged:
             raise Refused(damaged_buffer(int(str(damaged.args[0])))) from None
         return value, entry.header

@@ -303,3 +303,35 @@ def test_a_shared_directory_entry_lands_verified_and_a_flipped_buffer_byte_is_re
     with pytest.warns(RuntimeWarning, match="buffer 0 .* does not verify"):
         assert carol.load("f3", "team") is None
     assert path.exists()  # a shared entry is never deleted by a reader
+
+
+def test_a_kept_array_of_a_team_hit_holds_its_own_buffer_not_the_whole_entry(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The memory file a team entry lands in is given back buffer by buffer, like the store's own."""
+    import gc
+    import os
+
+    alice = user(tmp_path, "alice", redis_url)
+    bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
+    bob.disk = None  # no local fill holding views of it
+    column = 4_000_000
+    value = serialize({f"c{i}": np.full(column // 8, i, dtype=np.int64) for i in range(8)})
+    assert alice.save("k24", value, entry(), "team")
+    found = bob.load("k24", "team")
+    assert found is not None and found.value.memory_file is not None
+    probe = os.dup(found.value.memory_file.fd)
+
+    def allocated() -> int:
+        return os.fstat(probe).st_blocks * 512
+
+    try:
+        hit = found.value.load()
+        kept = hit["c3"]
+        assert allocated() >= 8 * column
+        del found, hit
+        gc.collect()
+        assert allocated() <= column + 64 * 1024  # the kept buffer (and the entry's first pages)
+        assert int(kept.sum()) == 3 * (column // 8)
+    finally:
+        os.close(probe)
