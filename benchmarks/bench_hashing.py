@@ -99,7 +99,7 @@ def compare(label: str, value: object, columns: list[memoryview], rounds: int, t
     ceiling = medians["raw xxh3, 1 thread"] / medians[raw_many]
     ours = medians["digest, 1 thread"] / medians[many]
     print(f"  ceiling: bare xxh3 on {threads} threads is {ceiling:.2f}x one thread on this machine now "
-          f"(the memory bandwidth); digest on {threads} threads is {ours:.2f}x one thread")  # fmt: skip
+          f"(bandwidth, other cores' load); digest on {threads} threads is {ours:.2f}x one")  # fmt: skip
 
 
 def main() -> None:

@@ -444,7 +444,7 @@ def hashing_threads_section(repeats: int) -> None:
           f"= {single / pooled:.2f}× (target ≥ 1.7×; load {os.getloadavg()[0]:.2f})")  # fmt: skip
     print(f"ceiling: bare xxh3 of the same bytes, one thread {statistics.median(bare_one) * 1e3:.1f} ms, "
           f"{threads} threads {statistics.median(bare_many) * 1e3:.1f} ms = {ceiling:.2f}× "
-          "(what the memory bandwidth allows)")  # fmt: skip
+          "(what memory bandwidth and the other cores' load allow now)")  # fmt: skip
 
 
 def small_cell_section(repeats: int) -> None:
