@@ -15,6 +15,7 @@ memory.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -141,6 +142,8 @@ class StorePersistence:
 
     @staticmethod
     def _fill_quietly(disk: SignedCache, header: EntryHeader, value: SerializedValue) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # background work: the next cell first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a warning from a thread would land in a random cell
             with contextlib.suppress(Exception):
