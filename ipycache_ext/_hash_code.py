@@ -149,7 +149,7 @@ def _distribution_beside(top: str) -> importlib.metadata.Distribution | None:
     One listing of that ``sys.path`` entry, matched by the normalized name as
     ``importlib.metadata`` matches it, instead of its search of every entry (the standard
     library's directories are the largest): 0.1 ms instead of 2 ms in a new process. None
-    when ``top`` is not imported from a file, or no such distribution sits beside it.
+    when ``top`` is not imported from a file, or not exactly one such distribution sits beside it.
     """
     origin = getattr(sys.modules.get(top), "__file__", None)
     if not isinstance(origin, str):
@@ -169,7 +169,8 @@ def _distribution_beside(top: str) -> importlib.metadata.Distribution | None:
         and entry.lower().endswith((".dist-info", ".egg-info"))
         and _normalized(entry.lower().rpartition(".")[0].partition("-")[0]) == wanted
     )
-    return importlib.metadata.PathDistribution(root / found[0]) if found else None
+    # two of them (a leftover of an interrupted upgrade): importlib.metadata's own order decides
+    return importlib.metadata.PathDistribution(root / found[0]) if len(found) == 1 else None
 
 
 _SEPARATORS = re.compile(r"[-_.]+")
