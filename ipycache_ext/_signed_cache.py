@@ -133,17 +133,20 @@ class SignedCache:
     # reading
     def load(self, key: str) -> Loaded | None:
         """The verified value and header, or None (missing, expired, foreign, stale or refused)."""
-        if self.shared and hasattr(self.backend, "get_into") and Landing.possible():
-            return self._unexpired(key, self._guarded(key, lambda first: self._load_landed(key)))
+        if self.shared and Landing.possible():
+            return self._live(key, self._guarded(key, lambda first: self._load_landed(key)))
         if not self.shared and hasattr(self.backend, "open_file"):
             try:
-                return self._unexpired(key, self._guarded(key, lambda first: self._load_mapped(key, first)))
+                return self._live(
+                    key, self._guarded(key, lambda first: self._load_mapped(key, first))
+                )
             except _ReadWhole:
                 pass
         found = self.load_parts(key)
         if found is None:
             return None
         header, meta, buffers = found
+        self._held[key] = header.generation
         return SerializedValue.from_parts(bytes(meta), buffers), header
 
     def load_parts(self, key: str) -> tuple[EntryHeader, memoryview, list[memoryview]] | None:
@@ -233,8 +236,12 @@ class SignedCache:
             raise Refused(damaged_buffer(int(str(damaged.args[0])))) from None
         return value, entry.header
 
-    def _unexpired(self, key: str, found: Loaded | None) -> Loaded | None:
-        return None if found is None or self._expired(key, found[1]) else found
+    def _live(self, key: str, found: Loaded | None) -> Loaded | None:
+        """``found`` unless it has expired; its generation is then the one this process holds."""
+        if found is None or self._expired(key, found[1]):
+            return None
+        self._held[key] = found[1].generation
+        return found
 
     def _expired(self, key: str, header: EntryHeader) -> bool:
         if header.expires is None or self._timer() < header.expires:
@@ -248,7 +255,6 @@ class SignedCache:
             raise Refused("it was stored under another key")
         if current is not None and header.generation not in current:
             raise Refused(_OLDER)
-        self._held[key] = header.generation
 
     def _where(self) -> str:
         return "the team store" if self.shared else "disk"

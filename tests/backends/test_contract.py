@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ipycache_ext._landing import Landing
 from ipycache_ext.backends import Backend, FileBackend, Leases, MemoryBackend
 from ipycache_ext.backends.redis_backend import RedisBackend
 
@@ -140,43 +141,19 @@ def test_leases_have_one_holder_at_a_time(backend: Backend) -> None:
     second.release()
 
 
-class _Landing:
-    """What ``get_into`` writes into: a memory file opened on demand, read back for the test."""
-
-    def __init__(self) -> None:
-        self.fd = -1
-        self.opened: list[int] = []
-
-    def open(self, size: int) -> int:
-        self.opened.append(size)
-        self.fd = os.memfd_create("contract")
-        os.ftruncate(self.fd, size)
-        return self.fd
-
-    def data(self) -> bytes:
-        return os.pread(self.fd, self.opened[-1], 0) if self.opened else b""
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-
-
 def test_get_into_writes_the_same_bytes_and_generations_as_get(backend: Backend) -> None:
     payload = bytes(range(256)) * 97  # crosses the small Redis chunks, and not on a boundary
     backend.put("k9", [payload[:700], memoryview(payload[700:])], tag="g9", size=len(payload))
-    landing = _Landing()
-    try:
+    with Landing() as landing:
         landed = backend.get_into("k9", landing.open)
         assert landed is not None and landed.size == len(payload)
-        assert landing.opened == [len(payload)]
-        assert landing.data() == payload
+        assert os.fstat(landing.fd).st_size == len(payload)
+        assert os.pread(landing.fd, len(payload) + 1, 0) == payload
         blob = backend.get("k9")
         assert blob is not None and landed.current == blob.current
-    finally:
-        landing.close()
-    missing = _Landing()
-    assert backend.get_into("nothere", missing.open) is None
-    assert missing.opened == []
+    with Landing() as missing:
+        assert backend.get_into("nothere", missing.open) is None
+        assert missing.fd == -1  # nothing was opened for it
 
 
 def test_a_delete_of_one_generation_leaves_a_newer_one(backend: Backend) -> None:

@@ -14,26 +14,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from ipycache_ext._landing import Landing
 from ipycache_ext.backends.base import BackendUnavailable
 from ipycache_ext.backends.redis_backend import RedisBackend
 from tests.redis_fixtures import RedisServer
-
-
-class _Landing:
-    def __init__(self) -> None:
-        self.fd = -1
-
-    def open(self, size: int) -> int:
-        self.fd = os.memfd_create("bulk-test")
-        os.ftruncate(self.fd, size)
-        return self.fd
-
-    def read(self, size: int) -> bytes:
-        return os.pread(self.fd, size, 0)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
 
 
 @pytest.fixture
@@ -49,12 +33,9 @@ def _payload(size: int) -> bytes:
 
 
 def _landed(backend: RedisBackend, key: str) -> bytes | None:
-    landing = _Landing()
-    try:
+    with Landing() as landing:
         found = backend.get_into(key, landing.open)
-        return None if found is None else landing.read(found.size)
-    finally:
-        landing.close()
+        return None if found is None else os.pread(landing.fd, found.size, 0)
 
 
 def test_spliced_and_received_reads_give_the_same_bytes(
@@ -90,7 +71,7 @@ def test_a_server_that_stops_sending_mid_entry_times_out(own_redis: RedisServer)
     backend = RedisBackend.from_url(own_redis.url, namespace="bulk", socket_timeout=0.5)
     payload = _payload(64 << 20)
     backend.put("k3", [payload], tag="g3", size=len(payload))
-    landing = _Landing()
+    landing = Landing()
     stopped = []
 
     def stop_the_server(size: int) -> int:
@@ -99,12 +80,11 @@ def test_a_server_that_stops_sending_mid_entry_times_out(own_redis: RedisServer)
         return landing.open(size)
 
     try:
-        with pytest.raises(BackendUnavailable):
+        with landing, pytest.raises(BackendUnavailable):
             backend.get_into("k3", stop_the_server)
         assert stopped and time.monotonic() - stopped[0] < 0.5 + 2.0  # one socket timeout, not a hang
     finally:
         os.kill(own_redis.pid, signal.SIGCONT)
-        landing.close()
     assert bytes(backend.client.get(f"{backend.prefix}m:k3") or b"")  # it serves again
     assert _landed(backend, "k3") == payload
     backend.close()
