@@ -70,6 +70,9 @@ class SerializedValue:
         # (value,) once a load turned out immutable (numbers, strings, tuples of them): the
         # engine hands that one copy out again, as nobody can change it (None: not known)
         self.immutable: tuple[Any] | None = None
+        # offset -> the private mapping a buffer was checked through, for the first load
+        # (``from_file``); later loads map their own
+        self._first: dict[int, memoryview] = {}
         if memfile is not None:  # once nobody holds this value, free what no hit still maps
             weakref.finalize(self, memfile.orphan)
 
@@ -123,7 +126,8 @@ class SerializedValue:
 
         Each buffer is checked against ``expected`` (``buffer_digest``) before anything is
         handed out; ``ValueError(index)`` names the first that differs. The file is read once,
-        by the hashing threads, at memory speed; later loads map it again without reading.
+        by the hashing threads, at memory speed, through the private mapping that the first
+        load then hands out; later loads map it again without reading.
         ``fd`` stays the caller's (a duplicate is kept). Where mappings can't be had, the
         buffers are copied (a memory file or plain copies) after the same check.
 
@@ -133,35 +137,65 @@ class SerializedValue:
         its buffers' pages are given back like the store's own once nothing maps them.
         """
         size = max((offset + length for offset, length in spans), default=0)
+        if _libc is None or not (_MemFile.live < _memfile_limit() and _descriptors_to_spare()):
+            return cls._copied_from_file(meta, fd, spans, expected=expected, check=check)
+        memfile = _MemFile(size, fd=os.dup(fd), private=private)
+        layout: list[tuple[str, int, int]] = []
+        small: list[bytes] = []
+        first: dict[int, memoryview] = {}
+        try:
+            for index, (offset, length) in enumerate(spans):
+                mapped = length >= MAP_THRESHOLD and offset % _PAGE == 0
+                # a mapped buffer is checked through the private mapping its first load gets:
+                # no second mapping to tear down (its munmap held up the next mmap), and the
+                # checking has already faulted in the pages the first hit reads
+                view = memfile.private_view(offset, length) if mapped else None
+                data = view.toreadonly() if view is not None else memoryview(_pread(fd, offset, length))
+                digests = piece_digests(data)
+                actual = xxhash.xxh3_128(digests).digest() if check is None else check(data)
+                if actual != expected[index]:
+                    raise ValueError(index)
+                if view is None:
+                    layout.append(("small", len(small), length))
+                    small.append(bytes(data))
+                    continue
+                layout.append(("mapped", offset, length))
+                memfile.digests[(offset, length)] = digests
+                first[offset] = view
+                if private:
+                    memfile.adopt(offset, length)
+        except BaseException:
+            first.clear()
+            memfile.close()
+            raise
+        value = cls(meta, layout, small, memfile)
+        value._first = first
+        return value
+
+    @classmethod
+    def _copied_from_file(
+        cls,
+        meta: bytes,
+        fd: int,
+        spans: Sequence[tuple[int, int]],
+        *,
+        expected: Sequence[bytes],
+        check: Callable[[memoryview], bytes] | None,
+    ) -> SerializedValue:
+        """``from_file`` where nothing can stay mapped: buffers checked, then copied."""
+        size = max((offset + length for offset, length in spans), default=0)
         whole = _map_readonly(fd, size) if size else None
         try:
             views: list[memoryview] = []
-            pieces: list[bytes] = []
             for index, (offset, length) in enumerate(spans):
                 view = whole[offset : offset + length] if whole is not None else memoryview(b"")
-                digests = piece_digests(view)
-                actual = xxhash.xxh3_128(digests).digest() if check is None else check(view)
+                actual = buffer_digest(view) if check is None else check(view)
                 if actual != expected[index]:
                     raise ValueError(index)
                 views.append(view)
-                pieces.append(digests)
-            if _libc is None or not (_MemFile.live < _memfile_limit() and _descriptors_to_spare()):
-                return _pack(meta, views, _memfd_available())
-            layout: list[tuple[str, int, int]] = []
-            small: list[bytes] = []
-            memfile = _MemFile(size, fd=os.dup(fd), private=private)
-            for (offset, length), view, digests in zip(spans, views, pieces, strict=True):
-                if length >= MAP_THRESHOLD and offset % _PAGE == 0:
-                    layout.append(("mapped", offset, length))
-                    memfile.digests[(offset, length)] = digests
-                    if private:
-                        memfile.adopt(offset, length)
-                else:
-                    layout.append(("small", len(small), length))
-                    small.append(bytes(view))
-            return cls(meta, layout, small, memfile)
-        finally:  # the verification mapping goes with its last view
-            views, pieces, whole = [], [], None
+            return _pack(meta, views, _memfd_available())
+        finally:  # the mapping goes with its last view
+            views, whole = [], None
 
     def load(self) -> Any:
         """Return a fresh, independent, writable copy of the value."""
@@ -173,7 +207,8 @@ class SerializedValue:
                 buffers.append(bytearray())
             else:
                 assert self._memfile is not None
-                buffers.append(self._memfile.private_view(first, length))
+                checked = self._first.pop(first, None) if self._first else None
+                buffers.append(checked if checked is not None else self._memfile.private_view(first, length))
         if len(self.meta) < _PAUSE_GC_FROM:  # too few objects to wake the GC: not worth a pause
             return pickle.loads(self.meta, buffers=buffers)
         with _gc_paused():
@@ -395,13 +430,25 @@ def buffer_digest(data: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128(piece_digests(data)).digest()
 
 
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``, fewer only past the end of the file (then the check fails)."""
+    parts, done = [], 0
+    while done < length:
+        got = os.pread(fd, length - done, offset + done)
+        if not got:
+            break
+        parts.append(got)
+        done += len(got)
+    return b"".join(parts)
+
+
 def _map_readonly(fd: int, size: int) -> memoryview:
     """A read-only shared mapping of a file's first ``size`` bytes (unmapped with its last view)."""
     if _libc is None:
         return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))
-    # populated at once: one pass over the page cache instead of a fault per 64 KiB
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    address = _libc.mmap(None, size, mmap.PROT_READ, flags, fd, 0)
+    # not MAP_POPULATE: faulting in while hashing (on all hashing threads) measured 1-5 ms
+    # faster for 1 GB than populating first, whether the page cache held large folios or not
+    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
     if address is None or address == _MAP_FAILED:
         error = ctypes.get_errno()
         raise OSError(error, f"mmap of a cached entry file failed: {os.strerror(error)}")
