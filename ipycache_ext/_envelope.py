@@ -27,7 +27,6 @@ received into a memory file, verified there and mapped by the hits, copied once.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -289,18 +288,6 @@ def damaged_buffer(index: int) -> str:
         f"its buffer {index} does not match the digest in its signed header: it does not verify "
         "(damaged or tampered with)"
     )
-
-
-def pread_all(fd: int, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
-    parts, done = [], 0
-    while done < length:
-        got = os.pread(fd, length - done, offset + done)
-        if not got:
-            break
-        parts.append(got)
-        done += len(got)
-    return b"".join(parts)
 
 
 def signer_of(data: bytes | bytearray | memoryview) -> bytes | None:

@@ -150,7 +150,7 @@ class SerializedValue:
                 # no second mapping to tear down (its munmap held up the next mmap), and the
                 # checking has already faulted in the pages the first hit reads
                 view = memfile.private_view(offset, length) if mapped else None
-                data = view.toreadonly() if view is not None else memoryview(_pread(fd, offset, length))
+                data = view.toreadonly() if view is not None else memoryview(pread_all(fd, offset, length))
                 digests = piece_digests(data)
                 actual = xxhash.xxh3_128(digests).digest() if check is None else check(data)
                 if actual != expected[index]:
@@ -430,8 +430,8 @@ def buffer_digest(data: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128(piece_digests(data)).digest()
 
 
-def _pread(fd: int, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset``, fewer only past the end of the file (then the check fails)."""
+def pread_all(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
     parts, done = [], 0
     while done < length:
         got = os.pread(fd, length - done, offset + done)

@@ -35,11 +35,10 @@ from ._envelope import (
     damaged_buffer,
     open_mapped,
     open_sealed,
-    pread_all,
     seal,
 )
 from ._landing import Landing
-from ._serialize import SerializedValue
+from ._serialize import SerializedValue, pread_all
 from ._signing import HmacSigner, Signer, Verifier, load_or_create_key
 from .backends.base import Backend, BackendUnavailable
 from .backends.files import FileBackend, NotARegularFile
