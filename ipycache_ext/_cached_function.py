@@ -215,10 +215,16 @@ class CachedFunction(Generic[P, R]):
         if served is not None:
             return served
         miss = self._computation(engine, plan, args, kwargs)
-        value = await miss.compute_async()
+        # what the coroutine reads is recorded while it is awaited, in this task's context
+        # (other tasks keep theirs); the generators' state is not (other tasks draw too)
+        with engine.recording(request, random_state=False) as recording:
+            value = await miss.compute_async()
         kept = with_argument_changes(engine, request, plan, value, self._unreplayable)
+        recorded = recording.dependencies()
         try:
-            outcome = engine.fetch(request, plan, lambda: kept, prepare=miss.keep, copy_computed=False)
+            outcome = engine.fetch(
+                request, plan, lambda: kept, prepare=miss.keep, copy_computed=False, recorded=recorded
+            )
         except Superseded as cleared:  # cleared while it computed: for the awaiters only
             return Outcome(value, False, True, None, plan.key, None, cleared.stored)
         if outcome.computed:

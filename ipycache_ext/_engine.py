@@ -18,6 +18,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +228,7 @@ class CacheEngine:
         on_miss: Callable[[str, bool], None] | None = None,
         copy_computed: bool = True,
         prepare: Callable[[Any], tuple[Any, int | None]] | None = None,
+        recorded: tuple[Any, ...] | None = None,
     ) -> Outcome:
         """The entry for ``plan``: served if stored (and still valid), else computed and kept.
 
@@ -235,10 +237,12 @@ class CacheEngine:
         ``compute`` returned into what the store keeps and its size (default: the object for a
         resource, a pickle for data). ``copy_computed=False`` hands back what ``compute``
         produced itself (a cell's namespace already holds it) instead of a fresh copy.
+        ``recorded``: the dependencies of a value ``compute`` only hands over, computed by the
+        caller inside ``recording(request)`` (an awaited coroutine: the engine can't await).
         """
         __tracebackhide__ = True
         previous = self._explainer.remember(request.origin, plan.record)
-        run = _Run(self, request, plan, compute, previous, on_miss, prepare)
+        run = _Run(self, request, plan, compute, previous, on_miss, prepare, recorded)
         if refresh:
             run.reasons.append("refresh requested")
         lookup = self._get_or_create(request, plan, run, refresh)
@@ -274,11 +278,22 @@ class CacheEngine:
                 stacklevel=2,
             )
             return self.fetch(request, plan, compute, refresh=True, on_miss=on_miss,
-                              copy_computed=copy_computed, prepare=prepare)  # fmt: skip
+                              copy_computed=copy_computed, prepare=prepare, recorded=recorded)  # fmt: skip
         if lookup.hit and lookup.entry is not None and lookup.entry.dependencies:
             deps.replay_effects(_dependencies(lookup.entry))
         reason = None if lookup.hit else (reasons[-1] if reasons else None)
         return Outcome(value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value)
+
+    def recording(
+        self, request: Request, *, random_state: bool = True
+    ) -> AbstractContextManager[deps.Recording]:
+        """Note what the computation of ``request`` reads, in this context (see ``_deps``)."""
+        namespace = request.namespace if request.dynamic else None
+        # the files behind the inputs (a database a connection reads, a lazy frame's files)
+        behind = deps.files_in(request.outside.values(), request.arguments.values(), request.sources)
+        return deps.recording(declared=(*request.depends_on, *behind), namespace=namespace,
+                              dynamic=request.dynamic, exclude=request.exclude,
+                              random_state=random_state)  # fmt: skip
 
     def peek(self, request: Request, plan: Plan) -> Outcome | None:
         """Serve a stored entry without computing anything; None when there is none to serve."""
@@ -382,8 +397,8 @@ class CacheEngine:
 class _Run:
     """One fetch's computation: why it runs, what it read, what it produced."""
 
-    __slots__ = ("_compute", "_engine", "_on_miss", "_plan", "_prepare", "_previous", "_request",
-                 "checked", "produced", "reasons", "recorded")  # fmt: skip
+    __slots__ = ("_compute", "_engine", "_on_miss", "_plan", "_prepare", "_previous", "_recorded",
+                 "_request", "checked", "produced", "reasons", "recorded")  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - one call site, in order
         self,
@@ -394,9 +409,10 @@ class _Run:
         previous: KeyRecord | None,
         on_miss: Callable[[str, bool], None] | None,
         prepare: Callable[[Any], tuple[Any, int | None]] | None,
+        recorded: tuple[Any, ...] | None,
     ) -> None:
         self._engine, self._request, self._plan, self._compute = engine, request, plan, compute
-        self._previous, self._on_miss = previous, on_miss
+        self._previous, self._on_miss, self._recorded = previous, on_miss, recorded
         self._prepare = prepare  # None: the default of the kind, made only on a miss
         self.reasons: list[str] = []
         self.produced: list[Any] = []
@@ -429,13 +445,13 @@ class _Run:
             self.reasons.append(reason)
         if self._on_miss is not None:
             self._on_miss(self.reasons[-1], previous is not None or known)
-        namespace = request.namespace if request.dynamic else None
-        # the files behind the inputs (a database a connection reads, a lazy frame's files)
-        behind = deps.files_in(request.outside.values(), request.arguments.values(), request.sources)
-        with deps.recording(declared=(*request.depends_on, *behind), namespace=namespace,
-                            dynamic=request.dynamic, exclude=request.exclude) as recording:  # fmt: skip
+        if self._recorded is not None:  # computed by the caller, inside engine.recording()
             value = self._compute()
-        self.recorded.append(recording.dependencies())
+            self.recorded.append(self._recorded)
+        else:
+            with self._engine.recording(request) as recording:
+                value = self._compute()
+            self.recorded.append(recording.dependencies())
         self.produced.append(value)
         prepare = self._prepare or self._engine._prepare_default(request.kind)
         return prepare(value)

@@ -374,3 +374,47 @@ def test_background_refresh_is_refused_for_async_functions() -> None:
 
     with pytest.raises(ValueError, match=r"refresh_mode='background'.*async def.*refresh_mode='foreground'"):
         cache_data(ttl=60, refresh_mode="background")(fetch)
+
+
+def test_what_an_async_function_reads_while_awaited_is_part_of_its_entry(
+    cached: CacheStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file and an environment variable read by the coroutine itself (not arguments): a
+    change to either computes it again, equal ones hit; another task's reads in the same
+    loop are not taken for its own."""
+    import os
+
+    source = tmp_path / "prices.csv"
+    source.write_text("1,2,3")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not read by load()")
+    monkeypatch.setenv("IPYCACHE_TEST_REGION", "eu")
+    calls: list[str] = []
+
+    @cache_data
+    async def load(_calls: list[str]) -> str:  # not part of the key: it changes with every call
+        await asyncio.sleep(0)  # the other task runs in between
+        text = source.read_text()
+        await asyncio.sleep(0)
+        _calls.append(text)
+        return f"{text} @ {os.environ['IPYCACHE_TEST_REGION']}"
+
+    async def other() -> None:
+        for _ in range(3):
+            elsewhere.read_text()
+            await asyncio.sleep(0)
+
+    async def both() -> str:
+        value, _ = await asyncio.gather(load(calls), other())
+        return value
+
+    assert run(both()) == "1,2,3 @ eu"
+    assert run(load(calls)) == "1,2,3 @ eu" and len(calls) == 1  # a hit
+    entry = cached.entries()[0]
+    read = {d.get("path") for d in entry.dependencies if d.get("path")}
+    assert str(source) in read and str(elsewhere) not in read
+    source.write_text("4,5,6")
+    assert run(load(calls)) == "4,5,6 @ eu" and len(calls) == 2  # the file changed
+    monkeypatch.setenv("IPYCACHE_TEST_REGION", "us")
+    assert run(load(calls)) == "4,5,6 @ us" and len(calls) == 3  # the variable changed
+    assert run(load(calls)) == "4,5,6 @ us" and len(calls) == 3

@@ -78,13 +78,15 @@ def _install() -> None:
 @contextmanager
 def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
               namespace: Mapping[str, Any] | None = None, dynamic: str | None = None,
-              exclude: Collection[str] = ()) -> Iterator[Recording]:  # fmt: skip
+              exclude: Collection[str] = (), random_state: bool = True) -> Iterator[Recording]:  # fmt: skip
     """Record what the body reads, for this context only (not other threads or cells).
 
     ``declared``: paths or globs the computation depends on that can't be seen (a
     subprocess's input); relative ones resolve against ``cwd`` (default: the working
     directory now). ``namespace``: when the code reads names dynamically (``dynamic``, from
     ``dynamic_reads``), the namespace whose variables (less ``exclude``) become dependencies.
+    ``random_state=False``: the generators' state is not watched (a coroutine's body: while
+    it awaits, other tasks draw from the same generators, which would be taken for its own).
     """
     _install()
     try:
@@ -93,7 +95,7 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
         start = ""
     obs = Observations(cwd=start)
     obs.parent = CURRENT.get()
-    obs.rng_before = _rng.before_all()
+    obs.rng_before = _rng.before_all() if random_state else {}
     result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude)
     token = begin(obs)
     try:
