@@ -46,6 +46,9 @@ class CellOptions:
     persist: bool | str = False
     validate: str | None = None
     depends_on: tuple[str, ...] = ()
+    # NAMEs written right after a one-value option and its value (``--ignore a b``): (NAME,
+    # "--ignore a"); a slip for a second value unless the cell assigns NAME
+    stray: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class CachedCells:
                 "cache that with @ipycache_ext.cache_data"
             )
         analysis = analyze_tree(tree)
+        _refuse_stray_names(options, analysis)
         outputs = options.names or analysis.outputs
         options_digest = combine([("names", "\x00".join(options.names))])
         prepared = PreparedCell(
@@ -292,8 +296,40 @@ def _serialize_result(result: CellResult) -> tuple[SerializedValue, int]:
     return payload, payload.nbytes
 
 
-def parse_options(args: Any, kind: Kind, ttl: Callable[[str | None], float | None]) -> CellOptions:
-    """The parsed magic line as options, checked (each error names the option and the way out)."""
+def _refuse_stray_names(options: CellOptions, analysis: CellAnalysis) -> None:
+    """``--ignore log bar`` ignores ``log`` and makes ``bar`` the one result: say so, unless
+    the cell does assign ``bar`` (then it was meant)."""
+    for name, after in options.stray:
+        if name not in analysis.outputs:
+            flag = after.split(" ", 1)[0]
+            raise CacheError(
+                f"{name} is taken as a result NAME (it follows {after}), but the cell doesn't assign "
+                f"it: {flag} takes one value, so repeat it for each ({after} {flag} {name}); a result "
+                f"the cell binds some other way goes before the options ({name} {after}). Nothing ran."
+            )
+
+
+def one_value_strays(words: list[str], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The NAMEs among ``words`` (the split magic line) that directly follow the value of a
+    repeated one-value option (``--ignore``, ``--depends-on``), with that option and value."""
+    found: list[tuple[str, str]] = []
+    for at, word in enumerate(words):
+        flag, _, inline = word.partition("=")
+        if flag not in ("--ignore", "--depends-on"):
+            continue
+        value_at = at if inline else at + 1
+        following = words[value_at + 1 : value_at + 2]
+        if value_at < len(words) and following and following[0] in names:
+            found.append((following[0], f"{flag} {inline or words[value_at]}"))
+    return tuple(found)
+
+
+def parse_options(
+    args: Any, kind: Kind, ttl: Callable[[str | None], float | None], words: list[str] | None = None
+) -> CellOptions:
+    """The parsed magic line as options, checked (each error names the option and the way out).
+
+    ``words``: the line split as the parser saw it, to find ``--ignore a b`` slips."""
     if args.max_entries is not None and args.max_entries <= 0:
         raise CacheError(f"--max-entries must be a positive integer, not {args.max_entries}")
     if kind == "resource" and args.persist:
@@ -302,8 +338,10 @@ def parse_options(args: Any, kind: Kind, ttl: Callable[[str | None], float | Non
             "Persist the data they produce with %%cache_data --persist instead."
         )
     share = bool(getattr(args, "share", False))
+    names = check_names(args.names, "NAME")
     return CellOptions(
-        names=check_names(args.names, "NAME"),
+        names=names,
+        stray=one_value_strays(words, names) if words else (),
         ignore=frozenset(check_names(args.ignore, "--ignore")),
         ttl=ttl(args.ttl),
         max_entries=args.max_entries,

@@ -8,6 +8,7 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -317,7 +318,7 @@ class CacheMagics(Magics):
         options = self._parsed.get(memo)
         if options is None:
             magic = self.cache_data if kind == "data" else self.cache_resource
-            options = parse_options(_parse(magic, line), kind, self._ttl)
+            options = parse_options(_parse(magic, line), kind, self._ttl, _words(line))
             if len(self._parsed) >= 256:
                 self._parsed.clear()
             self._parsed[memo] = options
@@ -365,6 +366,14 @@ class CacheMagics(Magics):
 
 
 # -------------------------------------------------------------------- helpers
+def _words(line: str) -> list[str]:
+    """The magic line split into words as a shell would (empty if its quotes don't close)."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return []
+
+
 def _parse(magic: Callable[..., Any], line: str) -> Any:
     """Parse a magic line; quotes group words and are removed, as in a shell.
 

@@ -357,6 +357,33 @@ def test_names_that_are_not_identifiers_are_usage_errors(shell: InteractiveShell
         assert isinstance(result.error_in_exec, UsageError), line
 
 
+@pytest.mark.parametrize(
+    "flags",
+    ["--ignore log bar", "--ignore=log bar", "--depends-on prices.csv bar", "--ttl 1h --ignore log bar"],
+)
+def test_a_second_value_after_a_one_value_option_is_refused_before_anything_runs(
+    shell: InteractiveShell, flags: str
+) -> None:
+    """``--ignore log bar`` would ignore ``log`` and cache only ``bar``, an input: refused,
+    naming the slip and both ways out; nothing runs."""
+    shell.run_cell("log, bar, runs = 1, 2, []")
+    result = shell.run_cell(f"%%cache_data {flags}\nruns.append(1)\nx = log + bar")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "bar is taken as a result NAME" in message and "takes one value" in message
+    flag = "--depends-on" if "depends-on" in flags else "--ignore"
+    assert f"{flag} bar" in message and "goes before the options" in message
+    assert shell.user_ns["runs"] == [] and "x" not in shell.user_ns
+
+
+def test_a_name_after_a_one_value_option_that_the_cell_assigns_is_a_result(shell: InteractiveShell) -> None:
+    shell.run_cell("log = 1")
+    for _ in range(2):
+        result = shell.run_cell("%%cache_data --ignore log x\nx = log + 1\ny = 2")
+        assert result.error_in_exec is None
+    assert shell.user_ns["x"] == 2
+
+
 def test_loading_twice_is_harmless_and_unload_removes_the_magics() -> None:
     ip = InteractiveShell.instance()
     store = CacheStore()
