@@ -143,31 +143,40 @@ class SerializedValue:
         layout: list[tuple[str, int, int]] = []
         small: list[bytes] = []
         first: dict[int, memoryview] = {}
+        view: memoryview | None = None
         try:
             for index, (offset, length) in enumerate(spans):
-                mapped = length >= MAP_THRESHOLD and offset % _PAGE == 0
-                # a mapped buffer is checked through the private mapping its first load gets:
-                # no second mapping to tear down (its munmap held up the next mmap), and the
-                # checking has already faulted in the pages the first hit reads
-                view = memfile.private_view(offset, length) if mapped else None
-                data = view.toreadonly() if view is not None else memoryview(pread_all(fd, offset, length))
-                digests = piece_digests(data)
-                actual = xxhash.xxh3_128(digests).digest() if check is None else check(data)
-                if actual != expected[index]:
-                    raise ValueError(index)
-                if view is None:
+                if length >= MAP_THRESHOLD and offset % _PAGE == 0:
+                    # checked through the private mapping its first load gets: no second
+                    # mapping to tear down (its munmap held up the next mmap), and the check
+                    # has already faulted in the pages the first hit reads
+                    view = first[offset] = memfile.private_view(offset, length)
+                    digests = _digests_if(view.toreadonly(), expected[index], check)
+                    view = None
+                    if digests is None:
+                        raise ValueError(index)
+                    memfile.digests[(offset, length)] = digests
+                    layout.append(("mapped", offset, length))
+                    if private:
+                        memfile.adopt(offset, length)
+                else:
+                    data = pread_all(fd, offset, length)
+                    if _digests_if(memoryview(data), expected[index], check) is None:
+                        raise ValueError(index)
                     layout.append(("small", len(small), length))
-                    small.append(bytes(data))
-                    continue
-                layout.append(("mapped", offset, length))
-                memfile.digests[(offset, length)] = digests
-                first[offset] = view
-                if private:
-                    memfile.adopt(offset, length)
-        except BaseException:
+                    small.append(data)
+        except OSError:  # no more mappings to be had (vm.max_map_count, memory): copy instead
+            view = None
             first.clear()
             memfile.close()
-            raise
+            return cls._copied_from_file(meta, fd, spans, expected=expected, check=check)
+        except BaseException as failure:
+            view = None
+            first.clear()
+            memfile.close()
+            # without the frames below this one: theirs hold views of the mappings, and a
+            # kept traceback (sys.last_traceback) would keep the pages of them all
+            raise failure.with_traceback(None) from None
         value = cls(meta, layout, small, memfile)
         value._first = first
         return value
@@ -428,6 +437,15 @@ def buffer_digest(data: bytes | memoryview) -> bytes:
     """The integrity digest of one buffer in an entry file: xxh3-128 of its pieces' digests
     (the pieces hashing uses, so checking a file also tells hashing what its ranges hash to)."""
     return xxhash.xxh3_128(piece_digests(data)).digest()
+
+
+def _digests_if(
+    data: memoryview, expected: bytes, check: Callable[[memoryview], bytes] | None
+) -> bytes | None:
+    """``data``'s piece digests if its digest is ``expected`` (``check``'s, else ``buffer_digest``'s)."""
+    digests = piece_digests(data)
+    actual = xxhash.xxh3_128(digests).digest() if check is None else check(data)
+    return digests if actual == expected else None
 
 
 def pread_all(fd: int, offset: int, length: int) -> bytes:
