@@ -9,6 +9,7 @@ turn them into one-line ``UsageError``) or the user's own exception.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
 import sys
@@ -91,7 +92,8 @@ class CachedCells:
                 "cache that with @ipycache_ext.cache_data"
             )
         analysis = analyze_tree(tree)
-        _refuse_stray_names(options, analysis)
+        if options.stray:
+            _refuse_stray_names(options, analysis, tree, cell)
         outputs = options.names or analysis.outputs
         options_digest = combine([("names", "\x00".join(options.names))])
         prepared = PreparedCell(
@@ -296,11 +298,15 @@ def _serialize_result(result: CellResult) -> tuple[SerializedValue, int]:
     return payload, payload.nbytes
 
 
-def _refuse_stray_names(options: CellOptions, analysis: CellAnalysis) -> None:
-    """``--ignore log bar`` ignores ``log`` and makes ``bar`` the one result: say so, unless
-    the cell does assign ``bar`` (then it was meant)."""
+def _refuse_stray_names(options: CellOptions, analysis: CellAnalysis, tree: ast.Module, cell: str) -> None:
+    """``--ignore log bar`` ignores ``log`` and makes ``bar`` the one result: say so when the
+    cell plainly only reads ``bar`` (it doesn't bind it, change it through an attribute, an
+    item or a method, or bind names in ways the analysis can't see)."""
+    if analysis.star_import or dynamic_reads(cell):
+        return
+    changed = _changed_in_place(tree)
     for name, after in options.stray:
-        if name not in analysis.outputs:
+        if name not in analysis.outputs and name not in changed:
             flag = after.split(" ", 1)[0]
             raise CacheError(
                 f"{name} is taken as a result NAME (it follows {after}), but the cell doesn't assign "
@@ -309,13 +315,36 @@ def _refuse_stray_names(options: CellOptions, analysis: CellAnalysis) -> None:
             )
 
 
+def _changed_in_place(tree: ast.Module) -> set[str]:
+    """Names the cell may change without rebinding: ``df["x"] = ...``, ``obj.a = ...``,
+    ``del d[k]``, ``rows.append(...)`` (any method call: it may mutate its object)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            base: ast.expr = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            base = node.func.value
+        else:
+            continue
+        while isinstance(base, (ast.Subscript, ast.Attribute, ast.Call)):
+            base = base.func if isinstance(base, ast.Call) else base.value
+        if isinstance(base, ast.Name):
+            names.add(base.id)
+    return names
+
+
+_ONE_VALUE = ("--ignore", "--depends-on")  # repeated options that take one value each
+
+
 def one_value_strays(words: list[str], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The NAMEs among ``words`` (the split magic line) that directly follow the value of a
     repeated one-value option (``--ignore``, ``--depends-on``), with that option and value."""
     found: list[tuple[str, str]] = []
     for at, word in enumerate(words):
-        flag, _, inline = word.partition("=")
-        if flag not in ("--ignore", "--depends-on"):
+        given, _, inline = word.partition("=")
+        # argparse takes any unambiguous prefix of an option (``--ign``)
+        flag = next((o for o in _ONE_VALUE if len(given) > 2 and o.startswith(given)), None)
+        if flag is None:
             continue
         value_at = at if inline else at + 1
         following = words[value_at + 1 : value_at + 2]

@@ -8,7 +8,6 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.process import arg_split  # type: ignore[attr-defined]  # what parse_argstring splits with
 from traitlets import Bool, Float, Int, List, Unicode, Union, observe
 
 from ._cellrun import UserCodeError
@@ -367,9 +367,9 @@ class CacheMagics(Magics):
 
 # -------------------------------------------------------------------- helpers
 def _words(line: str) -> list[str]:
-    """The magic line split into words as a shell would (empty if its quotes don't close)."""
+    """The magic line split into words as ``_parse`` splits it (empty if its quotes don't close)."""
     try:
-        return shlex.split(line)
+        return [_unquote(word) for word in arg_split(line)]
     except ValueError:
         return []
 
