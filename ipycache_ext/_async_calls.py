@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _deps as deps
 from ._engine import CacheEngine, Outcome, Plan, Request
 from ._replay import ArgumentChanges, replay_arguments, served
 
@@ -102,6 +103,10 @@ class AsyncFlights:
                 self._leave(flight)
                 raise
             self._leave(flight)
+            if outcome.entry is not None and outcome.entry.dependencies:
+                # what it read is a dependency of every awaiter's own computation, not only
+                # of the one whose context the flight's task copied
+                deps.note(outcome.entry.dependencies)
             value = engine.load(request.kind, outcome.stored)  # data: a copy for every awaiter
             if isinstance(value, ArgumentChanges):
                 return replay_arguments(request.arguments, value, var_keyword)

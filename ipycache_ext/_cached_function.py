@@ -216,11 +216,11 @@ class CachedFunction(Generic[P, R]):
             return served
         miss = self._computation(engine, plan, args, kwargs)
         # what the coroutine reads is recorded while it is awaited, in this task's context
-        # (other tasks keep theirs); the generators' state is not (other tasks draw too)
-        with engine.recording(request, random_state=False) as recording:
+        # (other tasks keep theirs); process-wide state is not (other tasks draw and chdir too)
+        with engine.recording(request, process_state=False) as recording:
             value = await miss.compute_async()
         kept = with_argument_changes(engine, request, plan, value, self._unreplayable)
-        recorded = recording.dependencies()
+        recorded = await asyncio.to_thread(recording.dependencies)  # hashes the files it read
         try:
             outcome = engine.fetch(
                 request, plan, lambda: kept, prepare=miss.keep, copy_computed=False, recorded=recorded

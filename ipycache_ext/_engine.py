@@ -285,7 +285,7 @@ class CacheEngine:
         return Outcome(value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value)
 
     def recording(
-        self, request: Request, *, random_state: bool = True
+        self, request: Request, *, process_state: bool = True
     ) -> AbstractContextManager[deps.Recording]:
         """Note what the computation of ``request`` reads, in this context (see ``_deps``)."""
         namespace = request.namespace if request.dynamic else None
@@ -293,7 +293,7 @@ class CacheEngine:
         behind = deps.files_in(request.outside.values(), request.arguments.values(), request.sources)
         return deps.recording(declared=(*request.depends_on, *behind), namespace=namespace,
                               dynamic=request.dynamic, exclude=request.exclude,
-                              random_state=random_state)  # fmt: skip
+                              process_state=process_state)  # fmt: skip
 
     def peek(self, request: Request, plan: Plan) -> Outcome | None:
         """Serve a stored entry without computing anything; None when there is none to serve."""

@@ -418,3 +418,31 @@ def test_what_an_async_function_reads_while_awaited_is_part_of_its_entry(
     monkeypatch.setenv("IPYCACHE_TEST_REGION", "us")
     assert run(load(calls)) == "4,5,6 @ us" and len(calls) == 3  # the variable changed
     assert run(load(calls)) == "4,5,6 @ us" and len(calls) == 3
+
+
+def test_every_awaiter_of_one_computation_depends_on_what_it_read(cached: CacheStore, tmp_path: Any) -> None:
+    """Two cached coroutines await one computation of a third that reads a file: both
+    entries depend on the file, not only the one whose task started the computation."""
+    source = tmp_path / "f.txt"
+    source.write_text("1")
+
+    @cache_data
+    async def inner() -> str:
+        await asyncio.sleep(0.01)
+        return source.read_text()
+
+    @cache_data
+    async def outer_a() -> str:
+        return "A" + await inner()
+
+    @cache_data
+    async def outer_b() -> str:
+        return "B" + await inner()
+
+    async def both() -> list[str]:
+        return list(await asyncio.gather(outer_a(), outer_b()))
+
+    assert run(both()) == ["A1", "B1"]
+    assert run(both()) == ["A1", "B1"]
+    source.write_text("2")
+    assert run(both()) == ["A2", "B2"]

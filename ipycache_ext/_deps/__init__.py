@@ -16,10 +16,10 @@ from __future__ import annotations
 from ._dynamic import dynamic_reads
 from ._lazy import files_in, files_of
 from ._recording import Recording, recording
-from ._records import first_change, replay_effects
+from ._records import first_change, note, replay_effects
 from ._state import suspended as not_recorded
 
 __all__ = [
-    "Recording", "dynamic_reads", "files_in", "files_of", "first_change", "not_recorded", "recording",
-    "replay_effects",
+    "Recording", "dynamic_reads", "files_in", "files_of", "first_change", "not_recorded", "note",
+    "recording", "replay_effects",
 ]  # fmt: skip

@@ -30,6 +30,7 @@ class Recording:
             with suspended():
                 self._namespace_before = namespace_digests(namespace, self._exclude)
         self._end_cwd = observations.cwd
+        self.watch_cwd = True  # a change of working directory is an effect of the computation
         self._rng_after: dict[str, Any] = {}
         self._finished = False
         self._records: tuple[dict[str, Any], ...] | None = None
@@ -38,7 +39,8 @@ class Recording:
         """At the end of the run: the cheap facts that would drift if taken later."""
         self._finished = True
         try:
-            self._end_cwd = os.getcwd()
+            if self.watch_cwd:  # else: as it started (relative reads still depend on that)
+                self._end_cwd = os.getcwd()
         except OSError:
             self._obs.errors.append("the working directory was removed")
         for rng, before in self._obs.rng_before.items():
@@ -78,15 +80,16 @@ def _install() -> None:
 @contextmanager
 def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
               namespace: Mapping[str, Any] | None = None, dynamic: str | None = None,
-              exclude: Collection[str] = (), random_state: bool = True) -> Iterator[Recording]:  # fmt: skip
+              exclude: Collection[str] = (), process_state: bool = True) -> Iterator[Recording]:  # fmt: skip
     """Record what the body reads, for this context only (not other threads or cells).
 
     ``declared``: paths or globs the computation depends on that can't be seen (a
     subprocess's input); relative ones resolve against ``cwd`` (default: the working
     directory now). ``namespace``: when the code reads names dynamically (``dynamic``, from
     ``dynamic_reads``), the namespace whose variables (less ``exclude``) become dependencies.
-    ``random_state=False``: the generators' state is not watched (a coroutine's body: while
-    it awaits, other tasks draw from the same generators, which would be taken for its own).
+    ``process_state=False``: the global generators' state and a change of working directory
+    are not watched (a coroutine's body: while it awaits, other tasks draw from the same
+    generators and may ``chdir``, which would be taken for its own).
     """
     _install()
     try:
@@ -95,8 +98,9 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
         start = ""
     obs = Observations(cwd=start)
     obs.parent = CURRENT.get()
-    obs.rng_before = _rng.before_all() if random_state else {}
+    obs.rng_before = _rng.before_all() if process_state else {}
     result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude)
+    result.watch_cwd = process_state
     token = begin(obs)
     try:
         yield result

@@ -209,10 +209,16 @@ def first_change(dependencies: Sequence[Mapping[str, Any]], *,
                 return f"a dependency could not be checked ({type(exc).__name__}: {exc})"
             if reason is not None:
                 return reason
+    note(dependencies)
+    return None
+
+
+def note(dependencies: Sequence[Mapping[str, Any]]) -> None:
+    """Make ``dependencies`` (of a result served to the computation recording now, if any)
+    that computation's too: its own hit won't run the code that read them."""
     obs = current()
     if obs is not None:
         obs.noted.extend(dict(record) for record in dependencies)
-    return None
 
 
 def replay_effects(dependencies: Sequence[Mapping[str, Any]]) -> None:
