@@ -606,9 +606,18 @@ def test_persisted_results_are_found_again_by_a_new_kernel(
     assert calls == [5, 5, 5]  # clear(5) removed it from disk as well
 
 
-def test_persist_none_or_false_keeps_entries_in_memory(cached: CacheStore) -> None:
-    for persist in (None, False):
-        assert cache_data(persist=persist)(lambda: 1)() == 1
+def test_persist_none_or_false_keeps_entries_in_memory(
+    cached: CacheStore, tmp_path: Path, clock: FakeClock
+) -> None:
+    from ipycache_ext._persist import DiskCache, StorePersistence
+
+    cached.persistence = StorePersistence(DiskCache.in_directory(tmp_path / "cache", timer=clock))
+    for value, persist in ((1, None), (2, False)):
+        assert cache_data(persist=persist)(lambda v=value: v)() == value
+    assert len(cached.entries()) == 2 and not any(e.persisted for e in cached.entries())
+    assert list((tmp_path / "cache").glob("*.entry")) == []
+    assert cache_data(persist="disk")(lambda: 3)() == 3  # the same store does write to that disk
+    assert len(list((tmp_path / "cache").glob("*.entry"))) == 1
 
 
 @pytest.mark.parametrize(

@@ -175,10 +175,18 @@ def test_recursive_functions_terminate() -> None:
     assert digest(namespace["even"])
 
 
-def test_library_functions_and_modules_by_name_and_version() -> None:
-    assert digest(np.mean) == digest(np.mean)
+def test_library_functions_and_modules_by_name_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipycache_ext import _hash_code
+
+    before = digest(np.mean)
     assert digest(np.mean) != digest(np.median)
     assert digest(np) != digest(pd)
+    assert _hash_code.module_version("numpy")  # read from numpy's metadata
+    real = _hash_code.module_version
+    monkeypatch.setattr(_hash_code, "module_version", lambda module: real(module) + ".post1")
+    assert digest(np.mean) != before  # another numpy version: another key
+    monkeypatch.undo()
+    assert digest(np.mean) == before
 
 
 def test_hash_funcs_apply_to_subclasses_and_by_name() -> None:

@@ -141,12 +141,14 @@ def test_hits_replay_output_and_the_last_value(
 
 
 def test_quiet_hides_the_hit_line(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
-    counted(shell, "--quiet")
-    counted(shell, "--quiet")
+    assert counted(shell, "--quiet") == 1
+    assert counted(shell, "--quiet") == 1  # a hit
     assert "cache hit" not in capsys.readouterr().out
+    assert counted(shell) == 1  # the same entry, without --quiet: the line is there
+    assert "cache hit" in capsys.readouterr().out
 
 
-def test_rich_displays_are_recorded_and_replayed(shell: InteractiveShell) -> None:
+def test_rich_displays_are_recorded_and_replayed(shell: InteractiveShell, store: CacheStore) -> None:
     from IPython.core.displaypub import CapturingDisplayPublisher
 
     original = shell.display_pub
@@ -157,6 +159,7 @@ def test_rich_displays_are_recorded_and_replayed(shell: InteractiveShell) -> Non
         run(shell, cell)
         shown = [o for o in shell.display_pub.outputs if "text/html" in o["data"]]
         assert [o["data"]["text/html"] for o in shown] == ["<b>hi</b>", "<b>hi</b>"]
+        assert store.stats().hits == 1  # the second display was replayed, not shown again by a run
     finally:
         shell.display_pub = original
 
@@ -172,13 +175,16 @@ def test_explicit_names_limit_what_is_cached(shell: InteractiveShell) -> None:
     assert len(shell.user_ns["runs"]) == 1
 
 
-def test_an_input_changed_in_place_by_the_cell_is_restored_on_a_hit(shell: InteractiveShell) -> None:
+def test_an_input_changed_in_place_by_the_cell_is_restored_on_a_hit(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
     pd = pytest.importorskip("pandas")
     shell.user_ns["df"] = pd.DataFrame({"a": [1, 2, 3]})
     run(shell, "%%cache_data\ndf['b'] = df['a'] * 2")
     assert list(shell.user_ns["df"].columns) == ["a", "b"]
     shell.user_ns["df"] = pd.DataFrame({"a": [1, 2, 3]})  # same input again
     run(shell, "%%cache_data\ndf['b'] = df['a'] * 2")
+    assert store.stats().hits == 1
     assert list(shell.user_ns["df"]["b"]) == [2, 4, 6]
 
 
@@ -239,15 +245,20 @@ def test_max_entries_keeps_the_most_recent(shell: InteractiveShell, store: Cache
 
 def test_the_memory_budget_evicts_least_recently_used(shell: InteractiveShell, store: CacheStore) -> None:
     cell = "%%cache_data\nblob = bytes(400_000) + bytes([k])"
+    keys: list[str] = []
     for k in range(3):
         shell.user_ns["k"] = k
+        before = {e.key for e in store.entries()}
         run(shell, cell)
+        (new,) = {e.key for e in store.entries()} - before
+        keys.append(new)
     sizes = [e.size or 0 for e in store.entries()]
     store.memory_budget = sum(sizes) - 1  # one has to go: the oldest
-    assert [e.inputs for e in store.entries()] and len(store.entries()) == 2
+    assert {e.key for e in store.entries()} == {keys[1], keys[2]} and store.stats().evictions == 1
     shell.user_ns["k"] = 0
-    run(shell, "%%cache_data --quiet\nblob = bytes(400_000) + bytes([k])")
-    assert store.stats().evictions >= 1
+    run(shell, cell)  # computed again (a miss), which pushes out the least recently used: k=1
+    assert store.stats().misses == 4
+    assert {e.key for e in store.entries()} == {keys[2], keys[0]} and store.stats().evictions == 2
 
 
 def test_budget_is_settable_through_config(shell: InteractiveShell, store: CacheStore) -> None:
@@ -383,17 +394,22 @@ def test_a_second_value_after_a_one_value_option_is_refused_before_anything_runs
      ("--ignore log rows", "rows[0] = log"), ("--ignore log x", "exec('x = 2')")],
 )
 def test_a_name_after_a_one_value_option_that_the_cell_changes_is_a_result(
-    shell: InteractiveShell, line: str, body: str
+    shell: InteractiveShell, store: CacheStore, line: str, body: str
 ) -> None:
-    """Assigned, changed in place (an item, a method) or bound where the analysis can't see."""
+    """Assigned, changed in place (an item, a method) or bound where the analysis can't see:
+    the NAME is the cell's result, served by the hit."""
     import warnings
 
-    shell.run_cell("log, rows = 1, [0]")
+    name = line.rsplit(maxsplit=1)[-1]
     for _ in range(2):
+        shell.run_cell("log, rows = 1, [0]")
+        shell.user_ns.pop("x", None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # exec: "may read any variable"
             result = shell.run_cell(f"%%cache_data {line}\n{body}\ny = 2")
         assert result.error_in_exec is None, result.error_in_exec
+    assert store.stats().hits == 1
+    assert shell.user_ns[name] == {"x": 2, "rows": [0, 1] if "append" in body else [1]}[name]
 
 
 def test_loading_twice_is_harmless_and_unload_removes_the_magics() -> None:
@@ -431,12 +447,13 @@ def test_ipython_syntax_inside_the_cell(shell: InteractiveShell) -> None:
     assert len(shell.user_ns["runs"]) == 1
 
 
-def test_a_name_deleted_by_the_cell_is_deleted_on_a_hit(shell: InteractiveShell) -> None:
+def test_a_name_deleted_by_the_cell_is_deleted_on_a_hit(shell: InteractiveShell, store: CacheStore) -> None:
     shell.user_ns["scratch"] = 1
     cell = "%%cache_data\ntotal = scratch + 1\ndel scratch"
     run(shell, cell)
     shell.user_ns["scratch"] = 1
     run(shell, cell)
+    assert store.stats().hits == 1
     assert "scratch" not in shell.user_ns
     assert shell.user_ns["total"] == 2
 
@@ -531,12 +548,15 @@ def test_an_unwritable_cache_directory_costs_one_warning_and_nothing_else(
     assert not store.entries()[0].persisted
 
 
-def test_an_output_rebound_to_the_value_it_had_is_restored_on_a_hit(shell: InteractiveShell) -> None:
+def test_an_output_rebound_to_the_value_it_had_is_restored_on_a_hit(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
     shell.user_ns["k"] = 5
     cell = "%%cache_data\nk = 5\nm = k + 1"
     run(shell, cell)
     shell.user_ns["k"] = 7
     run(shell, cell)  # a hit: a real run would set k back to 5
+    assert store.stats().hits == 1
     assert shell.user_ns["k"] == 5 and shell.user_ns["m"] == 6
 
 
