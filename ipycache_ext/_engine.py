@@ -358,10 +358,14 @@ class CacheEngine:
         if not ensure_persistence(self.store):
             return False  # said once, by ensure_persistence
         if persist == "team" and getattr(self.store.persistence, "team", None) is None:
+            if getattr(self.store.persistence, "team_configured", False):
+                why = "the team store could not be opened (the warning above says why)"
+            else:
+                why = "no team store is configured"
             self.warn_once(
                 "", "no-team",
-                "no team store is configured, so shared entries are kept on this machine's disk only; "
-                "an administrator sets one with team_store in ipython_config.py or IPYCACHE_EXT_TEAM_STORE",
+                f"{why}, so shared entries are kept on this machine's disk only; an administrator "
+                "sets one with team_store in ipython_config.py or IPYCACHE_EXT_TEAM_STORE",
             )  # fmt: skip
             return "disk"
         return persist

@@ -176,13 +176,13 @@ class Filler:
         """
         store = self._store
         assert store._tier is not None
-        saved = store._tier.save(entry.key, entry.value, entry.snapshot(), where)
-        if not saved:
+        landed = store._tier.save(entry.key, entry.value, entry.snapshot(), where)
+        if landed is None:
             store._tier.delete(entry.key)
             return False
         with store._lock:
             entry.persisted = True
-            entry.shared = where == "team"
+            entry.shared = landed == "team"  # not when the team store didn't take it
         return True
 
     def _too_large(self, entry: Entry, *, written: bool, restored: bool) -> None:

@@ -99,6 +99,7 @@ class StorePersistence:
     ):
         self.disk = disk
         self.team = team  # a _team.TeamTier (kept untyped here: it imports the Redis client lazily)
+        self.team_configured = team is not None  # False: none was set up (True: one, maybe unopenable)
         self.notice = notice
         self.lease_seconds = 30.0
         self.wait_seconds = 600.0
@@ -154,14 +155,15 @@ class StorePersistence:
         for thread in self._fills:
             thread.join(timeout)
 
-    def save(self, key: str, value: Any, entry: EntryInfo, where: Where = "disk") -> bool:
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where = "disk") -> Where | None:
+        """Where ``value`` was written: the team store (and the disk), the disk only, or None."""
         if not isinstance(value, SerializedValue):
-            return False  # only serialized data can be written out
+            return None  # only serialized data can be written out
         header = _header(key, entry)
-        saved = self.disk.save(value, header) if self.disk is not None else False
-        if where == "team" and self.team is not None:
-            saved = self.team.save(value, header) or saved
-        return saved
+        on_disk = self.disk.save(value, header) if self.disk is not None else False
+        if where == "team" and self.team is not None and self.team.save(value, header):
+            return "team"
+        return "disk" if on_disk else None
 
     def claim(self, key: str, where: Where = "disk") -> AbstractContextManager[Restored | None]:
         if where == "team" and self.team is not None and self.team.leases() is not None:
@@ -241,7 +243,9 @@ def open_persistence(
             stacklevel=3,
         )
         return None
-    return StorePersistence(disk, _open_team(team, timer))
+    tiers = StorePersistence(disk, _open_team(team, timer))
+    tiers.team_configured = team is not None  # even when it could not be opened (said then)
+    return tiers
 
 
 def _open_team(settings: Any, timer: Callable[[], float]) -> Any:

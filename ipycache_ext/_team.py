@@ -27,7 +27,7 @@ from ._envelope import EntryHeader
 from ._persist import SignedCache
 from ._serialize import SerializedValue
 from ._signing import Ed25519Signer, TrustedSigners, read_trusted
-from .backends import open_backend
+from .backends import open_backend, redacted
 from .backends.base import Backend, BackendUnavailable, Lease, Leases
 
 ENV_TEAM_STORE = "IPYCACHE_EXT_TEAM_STORE"
@@ -100,8 +100,8 @@ class TeamTier:
         if not self._said_down:
             self._said_down = True
             warnings.warn(
-                f"the team cache at {self.settings.url} can't be reached ({exc}); working from memory "
-                f"and the local disk, trying again every {self.settings.retry_after:.0f} s",
+                f"the team cache at {redacted(self.settings.url)} can't be reached ({exc}); working from "
+                f"memory and the local disk, trying again every {self.settings.retry_after:.0f} s",
                 RuntimeWarning,
                 stacklevel=4,
             )

@@ -50,7 +50,8 @@ class Persistence(Protocol):
 
     def load(self, key: str, where: Where) -> Restored | None: ...
 
-    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> bool: ...
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> Where | None:
+        """Where the entry was written (``disk`` when the team store didn't take it), or None."""
 
     def claim(self, key: str, where: Where) -> AbstractContextManager[Restored | None]: ...
 
@@ -106,12 +107,12 @@ class Tier:
         except Exception as exc:
             self._failed("release", exc, f"the lease on {key[:12]}", "it expires by itself")
 
-    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> bool:
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> Where | None:
         try:
-            return bool(self.persistence.save(key, value, entry, where))
+            return self.persistence.save(key, value, entry, where)
         except Exception as exc:
             self._failed("write", exc, repr(entry.label), "it stays cached in memory only")
-            return False
+            return None
 
     def delete(self, key: str, *, expired: bool = False) -> None:
         try:

@@ -186,6 +186,21 @@ def test_persisting_an_entry_keyed_by_identity_warns_once_naming_the_input(
         run(shell, cell)  # another miss of the same cell: not said again
 
 
+def test_sharing_with_a_team_store_that_cannot_be_opened_says_that_not_none_is_configured(
+    shell: InteractiveShell, store: CacheStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IPYCACHE_EXT_TEAM_STORE", "http://user:pw@example.invalid/")
+    run(shell, f"%config CacheMagics.cache_dir = {str(tmp_path / 'cache')!r}")
+    with pytest.warns(RuntimeWarning) as caught:
+        run(shell, "%%cache_data --share\nshared = 1")
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("the team cache is off") and "http://***@example.invalid/" in m for m in messages)
+    assert any(m.startswith("the team store could not be opened") for m in messages)
+    assert not any("no team store is configured" in m or "pw@" in m for m in messages)
+    (entry,) = store.entries()
+    assert entry.persisted and not entry.shared
+
+
 def test_sharing_without_a_team_store_says_so_once_and_keeps_the_entry_on_disk(
     shell: InteractiveShell, store: CacheStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

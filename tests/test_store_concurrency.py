@@ -358,12 +358,12 @@ class LeasingTier:
         value, entry = found
         return Restored(value, value.nbytes, entry.created, entry.expires, entry.compute_seconds)
 
-    def save(self, key: str, value: Any, entry: Any, where: str) -> bool:
+    def save(self, key: str, value: Any, entry: Any, where: str) -> str:
         with self.guard:
             if not self.held[key]:
                 self.errors.append(f"{key}: saved without holding its lease")
             self.saved[key] = (value, entry)
-        return True
+        return where
 
     def claim(self, key: str, where: str) -> Any:
         import contextlib

@@ -45,10 +45,10 @@ class MemoryTier:
             where=saved_where,
         )
 
-    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> bool:
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> Where:
         self.calls.append(f"save {where} claimed={self.claimed}")
         self.saved[key] = (value, entry, where)
-        return True
+        return where
 
     @contextlib.contextmanager
     def claim(self, key: str, where: Where) -> Iterator[Restored | None]:
@@ -79,7 +79,7 @@ class BrokenTier:
     def load(self, key: str, where: Where) -> Restored | None:
         raise OSError("disk on fire")
 
-    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> bool:
+    def save(self, key: str, value: Any, entry: EntryInfo, where: Where) -> Where:
         raise OSError("disk on fire")
 
     def claim(self, key: str, where: Where) -> contextlib.AbstractContextManager[Restored | None]:

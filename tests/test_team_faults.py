@@ -203,3 +203,62 @@ def test_a_kernel_keeps_working_through_the_store_when_the_team_is_down(tmp_path
         assert calls == [10, 20]
     finally:
         store.close()
+
+
+def test_a_password_in_the_team_url_is_never_shown(tmp_path: Path) -> None:
+    url = f"redis://alice:s3cret-pw@127.0.0.1:{free_port()}/0?password=s3cret-pw"
+    alice = user(tmp_path, "alice", url, retry_after=60)
+    with pytest.warns(RuntimeWarning, match="can't be reached") as caught:
+        assert alice.save("k1", serialize(1), entry(), "team") == "disk"  # the team store didn't take it
+    (message,) = [str(w.message) for w in caught]
+    assert "s3cret" not in message and "redis://***@127.0.0.1:" in message and "password=***" in message
+
+
+@pytest.fixture
+def not_redis() -> Iterator[str]:
+    """A loopback server that answers everything as a web server would."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                continue
+            with peer:
+                try:
+                    peer.settimeout(1)
+                    peer.recv(65536)
+                    peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+
+
+def test_a_server_that_is_not_redis_is_one_warning_and_the_disk_copy_stays(
+    tmp_path: Path, not_redis: str
+) -> None:
+    store = CacheStore()
+    store.persistence = user(tmp_path, "alice", not_redis, retry_after=60)
+    try:
+        with pytest.warns(RuntimeWarning, match="did not answer as a Redis server") as caught:
+            value = serialize(np.arange(1000))
+            store.get_or_create("k", lambda: (value, value.nbytes), kind="data", label="c", persist="team")
+        assert len(caught) == 1 and not_redis.removeprefix("redis://").split("/")[0] in str(caught[0].message)
+        (info,) = store.entries()
+        assert info.persisted and not info.shared  # on this disk, not in the team store
+        assert list((tmp_path / "alice-cache").rglob("*.entry"))  # the disk copy was kept
+    finally:
+        store.close()

@@ -84,6 +84,9 @@ def _guard() -> Iterator[None]:
         raise BackendUnavailable(str(exc) or type(exc).__name__) from exc
     except redis.exceptions.ResponseError as exc:  # e.g. OOM under noeviction: the server refused
         raise BackendUnavailable(f"the server refused: {exc}") from exc
+    except redis.exceptions.RedisError as exc:  # a reply no Redis server sends: not Redis at all?
+        reason = f"it did not answer as a Redis server ({type(exc).__name__}: {exc})"
+        raise BackendUnavailable(reason) from exc
 
 
 def _pieces(chunks: Iterable[Buffer], size: int) -> Iterator[Buffer]:
