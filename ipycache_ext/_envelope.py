@@ -201,8 +201,7 @@ def open_mapped(read: Callable[[int, int], bytes | memoryview], size: int, verif
     (``SerializedValue.from_file``) before handing any of them out.
     """
     head = memoryview(read(0, PREFIX_MAPPED.size))
-    if len(head) < PREFIX_MAPPED.size:
-        raise Refused("it is truncated")
+    _refuse_short(head, PREFIX_MAPPED.size)
     magic, version, scheme, signer_id, header_length, signed_length, start = PREFIX_MAPPED.unpack(head)
     if magic != MAGIC or version not in (MAPPED_VERSION, STRONG_VERSION):
         raise Refused("it is not an ipycache_ext entry of format 3 or 4")
@@ -217,7 +216,7 @@ def open_mapped(read: Callable[[int, int], bytes | memoryview], size: int, verif
         or start < signed_length + signature_size
         or size < start
     ):
-        raise Refused("it is truncated")
+        raise Refused("it is truncated or its prefix is damaged")
     signed = memoryview(read(0, signed_length + signature_size))
     if len(signed) != signed_length + signature_size:
         raise Refused("it is truncated")
@@ -244,13 +243,23 @@ def open_mapped(read: Callable[[int, int], bytes | memoryview], size: int, verif
     return MappedEntry(header, meta, spans, digests, digest_of(version))
 
 
+def _refuse_short(head: memoryview, needed: int) -> None:
+    """What a file too short or not starting with our magic is (the magic is checked first:
+    a foreign file is "not an entry", not "truncated")."""
+    if not len(head):
+        raise Refused("it is empty")
+    if bytes(head[: len(MAGIC)]) != MAGIC[: len(head)]:
+        raise Refused("it is not an ipycache_ext entry")
+    if len(head) < needed:
+        raise Refused("it is truncated")
+
+
 def open_sealed(
     data: bytes | bytearray | memoryview, verifier: Verifier
 ) -> tuple[EntryHeader, memoryview, list[memoryview]]:
     """Verify, then parse: the header, the pickle stream and the buffers (views into ``data``)."""
     view = memoryview(data)
-    if len(view) < PREFIX.size:
-        raise Refused("it is truncated")
+    _refuse_short(view, PREFIX.size)
     magic, version, scheme, signer_id, header_length = PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise Refused("it is not an ipycache_ext entry")

@@ -267,11 +267,13 @@ class SignedCache:
                 "(and is left in the team store)",
             )
             return
+        path = getattr(self.backend, "path", None)
+        where = f" {path(key)}" if callable(path) else f" for key {key[:12]}"
         removed = self._remove(key)
         self._report(
             key,
-            f"refused the cached file for key {key[:12]}: {why}. It was not loaded"
-            + (" and has been removed." if removed else "."),
+            f"refused the cached file{where}: {why}. It was not loaded"
+            + (" and has been removed; the result is computed again." if removed else "."),
             once=False,
         )
 

@@ -139,9 +139,20 @@ def test_tampered_files_are_refused_never_unpickled(tmp_path: Path, disk: DiskCa
 def test_a_raw_pickle_dropped_into_the_directory_is_refused(tmp_path: Path, disk: DiskCache) -> None:
     marker = tmp_path / "marker"
     _entry_path(disk, "k4").write_bytes(pickle.dumps(Marker(str(marker))))
-    with pytest.warns(RuntimeWarning, match="not an ipycache_ext entry"):
+    with pytest.warns(RuntimeWarning, match="not an ipycache_ext entry") as caught:
         assert disk.load("k4") is None
     assert not marker.exists()
+    assert str(_entry_path(disk, "k4")) in str(caught[0].message)  # which file, not only its key
+
+
+@pytest.mark.parametrize(("content", "why"), [(b"", "it is empty"), (b"IPYCACHE\x03", "it is truncated")])
+def test_an_empty_or_cut_short_file_is_refused_with_its_own_reason(
+    disk: DiskCache, content: bytes, why: str
+) -> None:
+    _entry_path(disk, "k4").write_bytes(content)
+    with pytest.warns(RuntimeWarning, match=f"refused the cached file .*: {why}. It was not loaded"):
+        assert disk.load("k4") is None
+    assert not _entry_path(disk, "k4").exists()
 
 
 def test_another_format_version_is_a_quiet_miss(disk: DiskCache) -> None:
