@@ -8,6 +8,7 @@ whether the cell runs. Settings are traitlets, so they work from ``ipython_confi
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.utils.process import arg_split  # type: ignore[attr-defined]  # what parse_argstring splits with
-from traitlets import Bool, Float, Int, List, Unicode, Union, observe
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, observe, validate
 
 from ._cellrun import UserCodeError
 from ._cells import CachedCells, CellOptions, parse_options
@@ -28,7 +29,7 @@ from ._format import unnumbered
 from ._persist import DEFAULT_DISK_BUDGET, configure, open_if_present
 from ._report import DEFAULT_LIMIT, module_test, render_info
 from ._report import PREFIX as _PREFIX
-from ._store import CacheStore, Kind, get_store
+from ._store import CacheStore, Kind, default_memory_budget, get_store
 from ._team import team_settings
 from ._ttl import parse_ttl
 
@@ -143,29 +144,98 @@ class CacheMagics(Magics):
         self._parsed: dict[tuple[str, str, Any], CellOptions] = {}
         self._cells = CachedCells(shell, engine_for(self.store))
         self._team_fixed = False
+        self._settled = False  # True once loaded: a refused setting then keeps the value it had
+        self._kept: dict[str, Any] = {}  # the last value each checked setting took (for messages)
         super().__init__(shell=shell, parent=shell)
         self._apply_store_settings()
         self._configure_disk()
         self._team_fixed = True  # from now on (a notebook cell), the team settings can't change
+        self._settled = True
 
     # ---------------------------------------------------------------- settings
-    @observe("memory_budget", "max_entries")
-    def _settings_changed(self, change: Any) -> None:
-        self._apply_store_settings()
+    # A bad value is refused by its validator (TraitError) before it is set, so the trait
+    # and the store keep what they had; %config logs the message. Each observer then
+    # applies only its own trait: one bad or unrelated setting never blocks another.
+    @validate("memory_budget")
+    def _check_memory_budget(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            accepted = "a positive number of bytes, or None for a quarter of RAM"
+            raise self._refusal("memory_budget", value, accepted)
+        return value
+
+    @validate("max_entries")
+    def _check_max_entries(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise self._refusal("max_entries", value, "a positive number of entries, or None for no limit")
+        return value
+
+    @validate("disk_budget")
+    def _check_disk_budget(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if isinstance(value, bool) or value <= 0:
+            raise self._refusal("disk_budget", value, "a positive number of bytes")
+        return value  # type: ignore[no-any-return]
+
+    @validate("default_ttl")
+    def _check_default_ttl(self, proposal: Any) -> Any:
+        """Parsed here with the cells' own parser: a bad default must fail where it is set,
+        not later in every cell without --ttl (which would blame an option never given)."""
+        value = proposal["value"]
+        try:
+            parse_ttl(value)
+        except ValueError:
+            accepted = (
+                "a positive number of seconds (3600), a duration such as '90s', '10m', '1h', '1d' "
+                "or '1 hour 30 min', or None for no expiry"
+            )
+            raise self._refusal("default_ttl", value, accepted) from None
+        return value
+
+    def _refusal(self, name: str, value: Any, accepted: str) -> TraitError:
+        """The message names the setting, the value, what is accepted and what happens now."""
+        if getattr(self, "_settled", False):
+            # Not getattr(self, name): under %config the bad value is already in place while
+            # traitlets cross-validates it, and is rolled back when this error is raised.
+            kept = self._kept[name] if name in self._kept else self.trait_defaults(name)
+            now = f"CacheMagics.{name} stays {kept!r}"
+        else:  # from ipython_config.py, while the extension loads
+            now = "the extension is not loaded; fix the configuration (ipython_config.py) and load it again"
+        return TraitError(f"CacheMagics.{name} = {value!r} refused: give {accepted}; {now}")
+
+    @observe("memory_budget", "max_entries", "disk_budget", "default_ttl")
+    def _keep(self, change: Any) -> None:
+        self._kept[change["name"]] = change["new"]
+
+    @observe("memory_budget")
+    def _memory_budget_changed(self, change: Any) -> None:
+        new = change["new"]
+        self.store.memory_budget = default_memory_budget() if new is None else new
+
+    @observe("max_entries")
+    def _max_entries_changed(self, change: Any) -> None:
+        self.store.max_entries = change["new"]
 
     def _apply_store_settings(self) -> None:
+        """At load: the configured limits (an unset budget keeps the store's own)."""
         if self.memory_budget is not None:
-            if self.memory_budget <= 0:
-                raise UsageError(
-                    f"CacheMagics.memory_budget must be a positive number of bytes, not {self.memory_budget}"
-                )
             self.store.memory_budget = self.memory_budget
-        if self.max_entries is not None and self.max_entries <= 0:
-            raise UsageError(f"CacheMagics.max_entries must be positive or None, not {self.max_entries}")
         self.store.max_entries = self.max_entries
 
     def close(self) -> None:
-        """The extension is being unloaded (the store and its engine stay, entries too)."""
+        """The extension is being unloaded (the store and its engine stay, entries too).
+
+        The shell's configuration gets back our section as we accepted it. ``%config`` gives
+        every line to the shell too, which keeps it even when we refused it; left there, a
+        refused value would be loaded by the next ``%reload_ext`` (a refused team store
+        included: the very redirect its refusal is for).
+        """
+        accepted = self.config.get("CacheMagics")
+        if accepted is None:
+            self._shell.config.pop("CacheMagics", None)
+        else:
+            self._shell.config["CacheMagics"] = copy.deepcopy(accepted)
 
     @observe("cache_dir", "disk_budget")
     def _disk_settings_changed(self, change: Any) -> None:

@@ -27,6 +27,7 @@ shown to people and, once entries persist, outlive the process.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -71,6 +72,11 @@ def default_memory_budget() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 4
     except (ValueError, OSError, AttributeError):
         return 2 * 1024**3
+
+
+def _is_whole(value: object) -> bool:
+    """An integer, numpy's too, but not a bool (``True`` is no size) and not a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class Cleared(int):
@@ -130,8 +136,18 @@ class CacheStore:
 
     @memory_budget.setter
     def memory_budget(self, value: int) -> None:
+        if not _is_whole(value):
+            got = f"{value!r} ({type(value).__name__})" if value is not None else "None (memory has a budget)"
+            raise TypeError(
+                f"memory_budget must be a positive whole number of bytes (an int), not {got}; "
+                f"it stays {self.memory_budget}"
+            )
         if value <= 0:
-            raise ValueError(f"memory_budget must be a positive number of bytes, not {value!r}")
+            raise ValueError(
+                f"memory_budget must be a positive whole number of bytes, not {value!r}; "
+                f"it stays {self.memory_budget}"
+            )
+        value = int(value)
 
         def apply(removed: Removed) -> None:
             self._table.memory_budget = value
@@ -146,8 +162,17 @@ class CacheStore:
 
     @max_entries.setter
     def max_entries(self, value: int | None) -> None:
+        if value is not None and not _is_whole(value):
+            raise TypeError(
+                f"max_entries must be a positive whole number (an int) or None for no limit, not "
+                f"{value!r} ({type(value).__name__}); it stays {self.max_entries}"
+            )
         if value is not None and value <= 0:
-            raise ValueError(f"max_entries must be a positive integer or None, not {value!r}")
+            raise ValueError(
+                f"max_entries must be a positive whole number or None for no limit, not {value!r}; "
+                f"it stays {self.max_entries}"
+            )
+        value = None if value is None else int(value)
 
         def apply(removed: Removed) -> None:
             self._table.max_entries = value
