@@ -61,9 +61,10 @@ def main() -> None:
             published.append([sorted(d) for d in recorder.published[first:]])
             errors.append(type(result.error_in_exec).__name__ if result.error_in_exec else None)
             counts.append(result.execution_count)
-        ip.run_cell(scenario["observe"], store_history=True)
+        observed = ip.run_cell(scenario["observe"], store_history=True)
         report[scenario["name"]] = {
             "obs": ip.user_ns.get("obs"),
+            "observe_error": repr(observed.error_in_exec) if observed.error_in_exec else None,
             "shown": shown,
             "published": published,
             "errors": errors,

@@ -243,6 +243,8 @@ SAME_AS_PLAIN = [
 @pytest.mark.parametrize("name", [*SAME_AS_PLAIN, "exec_names"])
 def test_after_a_restart_later_cells_see_what_a_real_run_left(kernels: dict[str, Any], name: str) -> None:
     plain, miss, hit = kernels["plain"][name], kernels["miss"][name], kernels["hit"][name]
+    for run_ in (plain, miss, hit):  # the observing cell itself ran: obs is what it saw
+        assert run_["observe_error"] is None and run_["obs"] is not None, run_
     assert miss["obs"] == plain["obs"]
     assert hit["obs"] == plain["obs"], hit
     scenario = next(s for s in SCENARIOS if s["name"] == name)

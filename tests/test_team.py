@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,9 @@ def test_a_missing_chunk_is_a_miss_never_a_partial_entry(tmp_path: Path, redis_u
     client.delete(sorted(client.keys("ipycache:test:c:k5:*"))[3])  # as the LRU policy might
     client.close()
     bob = user(tmp_path, "bob", redis_url, trusts=("alice",))
-    assert bob.load("k5", "team") is None  # quietly: eviction is not tampering
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quietly: eviction is not tampering
+        assert bob.load("k5", "team") is None
 
 
 def test_a_refresh_replaces_the_team_entry(tmp_path: Path, redis_url: str) -> None:
@@ -133,8 +136,9 @@ def test_a_refresh_replaces_the_team_entry(tmp_path: Path, redis_url: str) -> No
 
 def test_persist_disk_stays_local(tmp_path: Path, redis_url: str) -> None:
     alice = user(tmp_path, "alice", redis_url)
-    alice.save("k7", serialize(1), entry(), "disk")
+    assert alice.save("k7", serialize(1), entry(), "disk") == "disk"
     assert _team_keys(redis_url) == []
+    assert alice.load("k7", "disk") is not None  # on alice's disk only
     alice.delete("k7")
     assert alice.load("k7", "team") is None
 
