@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     CacheError,
+    CacheWarning,
     UnhashableInputError,
     UnserializableResultError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "CachePanel",
     "CacheStats",
     "CacheStore",
+    "CacheWarning",
     "EntryInfo",
     "StoreEvent",
     "UnhashableInputError",

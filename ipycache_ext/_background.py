@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 
 from ._engine import Outcome
+from ._errors import CacheWarning
 from ._store import CacheStore, EntryInfo
 
 __all__ = ["FAILURE_COOLDOWN", "BackgroundRefresher"]
@@ -52,7 +53,7 @@ class BackgroundRefresher:
                 retry_after, message = failed
                 self._failed[key] = (retry_after, "")
                 if message:
-                    warnings.warn(message, RuntimeWarning, stacklevel=4)
+                    warnings.warn(message, CacheWarning, stacklevel=4)
                 if store.now() < retry_after:
                     return
                 del self._failed[key]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._decorator_options import DecoratorOptions
-from ._errors import CacheError, UnserializableResultError
+from ._errors import CacheError, CacheWarning, UnserializableResultError
 from ._serialize import serialize
 from ._spinner import Spinner
 from ._store import CacheStore, EntryInfo
@@ -239,7 +239,7 @@ def enforce_max_size(store: CacheStore, kept: EntryInfo, max_size: int, name: st
             f"the result of {name}() takes {kept.size} bytes, more than its max_size of {max_size} "
             "bytes: it is kept alone (the function's other entries were dropped) until the next "
             "result replaces it. Raise max_size to keep more.",
-            RuntimeWarning,
+            CacheWarning,
             stacklevel=4,
         )
     return store.delete_where(lambda e: e.key in doomed, "evicted") if doomed else 0
@@ -256,5 +256,5 @@ def release_unused(options: DecoratorOptions, value: Any, label: str) -> None:
         options.on_release(value)
     except Exception as exc:
         warnings.warn(
-            f"on_release for {label!r} raised {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3
+            f"on_release for {label!r} raised {type(exc).__name__}: {exc}", CacheWarning, stacklevel=3
         )

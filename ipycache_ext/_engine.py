@@ -24,7 +24,7 @@ from typing import Any
 
 # The dynamic-dependency layer: files read, listings, random state, environment, namespace.
 from . import _deps as deps
-from ._errors import UnhashableInputError
+from ._errors import CacheWarning, UnhashableInputError
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._format import format_size
 from ._hashing import IMMUTABLE_TYPES, MISSING, HashFuncs, Unhashable, combine, digest
@@ -274,7 +274,7 @@ class CacheEngine:
             warnings.warn(
                 f"the cached result of {request.label} could not be loaded ({type(exc).__name__}: "
                 f"{exc}); it was dropped and computed again",
-                RuntimeWarning,
+                CacheWarning,
                 stacklevel=2,
             )
             return self.fetch(request, plan, compute, refresh=True, on_miss=on_miss,
@@ -326,7 +326,7 @@ class CacheEngine:
             if (origin, what) in self._warned:
                 return
             self._warned.add((origin, what))
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, CacheWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ internals
     def _get_or_create(self, request: Request, plan: Plan, run: _Run, refresh: bool) -> Lookup:

@@ -13,6 +13,12 @@ person reading it is in the middle of a notebook and wants to carry on, not debu
 from __future__ import annotations
 
 
+class CacheWarning(RuntimeWarning):
+    """Something about caching could not be done as asked (a tier failed, an entry was
+    refused, an input is keyed by identity...); the computation itself goes on. A
+    ``RuntimeWarning``, so filters on that still apply; filter on this one for the cache's own."""
+
+
 class CacheError(Exception):
     """Base class of the errors raised by ipycache_ext."""
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._entry import Kind
+from ._errors import CacheWarning
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,6 @@ class Subscribers:
             except Exception as exc:  # a broken listener must not break caching
                 warnings.warn(
                     f"cache event listener {callback!r} raised {type(exc).__name__}: {exc}",
-                    RuntimeWarning,
+                    CacheWarning,
                     stacklevel=2,
                 )

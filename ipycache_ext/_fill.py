@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._entry import Dependencies, Entry, Kind, Lookup, Where
+from ._errors import CacheWarning
 from ._events import StoreEvent
 from ._flight import Flight
 from ._format import format_size
@@ -198,6 +199,6 @@ class Filler:
             f"{entry.label!r}: the result ({format_size(entry.size)}) is larger than the whole memory "
             f"budget ({format_size(store._table.memory_budget)}), so it was not cached in memory{where}. "
             "Raise the store's memory_budget to keep it in memory.",
-            RuntimeWarning,
+            CacheWarning,
             stacklevel=5,
         )

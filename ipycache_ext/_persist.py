@@ -28,6 +28,7 @@ from typing import Any
 
 from ._claim import claim as _claim
 from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader
+from ._errors import CacheWarning
 from ._serialize import SerializedValue
 from ._signed_cache import DEFAULT_DISK_BUDGET, ENV_CACHE_DIR, SignedCache, default_cache_dir
 from ._signing import load_or_create_key, private_directory, whoami
@@ -239,7 +240,7 @@ def open_persistence(
         warnings.warn(
             f"persistence is off: {exc}. Entries stay in memory; choose a directory you own with "
             f"{ENV_CACHE_DIR} or the cache_dir setting",
-            RuntimeWarning,
+            CacheWarning,
             stacklevel=3,
         )
         return None

@@ -37,6 +37,7 @@ from ._envelope import (
     open_sealed,
     seal,
 )
+from ._errors import CacheWarning
 from ._landing import Landing
 from ._serialize import SerializedValue, pread_all
 from ._signing import HmacSigner, Signer, Verifier, load_or_create_key
@@ -120,7 +121,7 @@ class SignedCache:
             warnings.warn(
                 f"could not persist {sealed.label!r} to {self._where()} ({_reason(exc)}); "
                 "it stays cached in memory for this kernel",
-                RuntimeWarning,
+                CacheWarning,
                 stacklevel=3,
             )
             return False
@@ -282,7 +283,7 @@ class SignedCache:
             if (key, message) in self._reported:
                 return
             self._reported.add((key, message))
-        warnings.warn(message, RuntimeWarning, stacklevel=5)
+        warnings.warn(message, CacheWarning, stacklevel=5)
 
     def _remove(self, key: str, tag: str | None = None) -> bool:
         self._held.pop(key, None)
@@ -292,7 +293,7 @@ class SignedCache:
             warnings.warn(
                 f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "
                 "will still find the old value until it is removed",
-                RuntimeWarning,
+                CacheWarning,
                 stacklevel=4,
             )
             return False

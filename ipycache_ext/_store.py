@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._entry import KINDS, Dependencies, Entry, EntryInfo, Kind, Lookup, Where
+from ._errors import CacheWarning
 from ._events import StoreEvent, Subscribers
 from ._expiry import ExpiryThread
 from ._fill import Filler, MissRequest
@@ -351,7 +352,7 @@ class CacheStore:
             warnings.warn(
                 f"validate for {entry.label!r} raised {type(exc).__name__}: {exc}; "
                 "the entry is released and recomputed",
-                RuntimeWarning,
+                CacheWarning,
                 stacklevel=4,
             )
             ok = False
@@ -448,7 +449,7 @@ class CacheStore:
             try:
                 close_tiers()
             except Exception as exc:  # shutting down: say it, don't raise
-                warnings.warn(f"closing the persistent tiers failed: {exc}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"closing the persistent tiers failed: {exc}", CacheWarning, stacklevel=2)
 
     def _remove_where(self, predicate: Callable[[Entry], bool], reason: str) -> int:
         removed: Removed = []
@@ -500,7 +501,7 @@ class CacheStore:
                     except Exception as exc:  # one bad hook must not skip the others
                         warnings.warn(
                             f"on_release for {entry.label!r} raised {type(exc).__name__}: {exc}",
-                            RuntimeWarning,
+                            CacheWarning,
                             stacklevel=2,
                         )
                 except BaseException as exc:

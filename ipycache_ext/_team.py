@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._envelope import EntryHeader
+from ._errors import CacheWarning
 from ._persist import SignedCache
 from ._serialize import SerializedValue
 from ._signing import Ed25519Signer, TrustedSigners, read_trusted
@@ -102,7 +103,7 @@ class TeamTier:
             warnings.warn(
                 f"the team cache at {redacted(self.settings.url)} can't be reached ({exc}); working from "
                 f"memory and the local disk, trying again every {self.settings.retry_after:.0f} s",
-                RuntimeWarning,
+                CacheWarning,
                 stacklevel=4,
             )
 
@@ -178,7 +179,7 @@ def open_team(settings: TeamSettings, *, timer: Callable[[], float] = time.time)
     except (OSError, ValueError, ImportError) as exc:
         warnings.warn(
             f"the team cache is off: {exc}. Entries stay in memory and on the local disk",
-            RuntimeWarning,
+            CacheWarning,
             stacklevel=3,
         )
         return None

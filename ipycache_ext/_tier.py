@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._entry import EntryInfo, Where
+from ._errors import CacheWarning
 from ._progress import progress
 
 # Removals after which a persisted entry must not be found again in a tier. Not "evicted"
@@ -154,6 +155,6 @@ class Tier:
         warnings.warn(
             f"the persistent cache could not {operation} {what} ({type(exc).__name__}: {exc}); "
             f"{consequence}. Further {operation} failures like this one are not reported.",
-            RuntimeWarning,
+            CacheWarning,
             stacklevel=4,
         )
