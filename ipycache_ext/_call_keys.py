@@ -102,7 +102,10 @@ class CallKeys:
     def _planned(self, engine: CacheEngine, code: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                  memo: Hashable) -> tuple[Request, Plan]:  # fmt: skip
         """Bind the call and plan its key; remember it under ``memo`` (None: don't)."""
-        bound = self._signature.bind(*args, **kwargs)
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as wrong:  # as Python says it: "f() missing a required argument: 'x'"
+            raise TypeError(f"{self._name}() {wrong}") from None
         bound.apply_defaults()
         request = dataclasses.replace(
             self._base,

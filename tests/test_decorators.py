@@ -1075,3 +1075,15 @@ def test_each_computation_says_why_it_ran(cached: CacheStore) -> None:
     area(5, height=7)
     reasons = [entry.miss_reason for entry in cached.entries()]
     assert reasons == ["first run", "`width` changed", "`height` changed"]
+
+
+def test_wrong_arguments_are_the_usual_type_error_naming_the_function(cached: CacheStore) -> None:
+    @cache_data
+    def load(x: int, y: int = 1) -> int:
+        return x + y
+
+    with pytest.raises(TypeError, match=r"^load\(\) missing a required argument: 'x'$"):
+        load()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^load\(\) too many positional arguments$"):
+        load(1, 2, 3)  # type: ignore[call-arg]
+    assert load(1) == 2 and cached.stats().misses == 1  # nothing was cached for the wrong calls

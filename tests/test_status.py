@@ -221,13 +221,16 @@ def test_recompute_runs_the_cell_and_the_status_follows_the_new_entry(
 
 def test_a_failing_recompute_keeps_the_old_status(store: CacheStore, board: _Board) -> None:
     put(store, ttl=None)
+    calls: list[int] = []
 
     def recompute() -> None:
+        calls.append(1)
         raise ValueError("boom")
 
     status = status_for(store, board, hit=True, recompute=recompute)
     before = status.plain()
     status.button.click()
+    assert calls == [1] and status.output is not None  # it did run, and failed
     assert status.plain() == before
     assert not status.button.disabled
 
