@@ -183,12 +183,18 @@ class SignedCache:
             pass  # another version's entry: a miss, and it is replaced on save
         except (BackendUnavailable, _ReadWhole):
             raise
-        except OSError as exc:  # unreadable (permissions, a FIFO, a directory, I/O error)
+        except NotARegularFile as exc:  # a directory, FIFO, device or link where an entry belongs
+            self._report(
+                key,
+                f"{exc.filename or 'the entry for key ' + key[:12]} {exc.strerror}: it is never read as "
+                "a cached entry, and this entry can't be persisted there until you remove it",
+                unreadable=True,
+            )
+        except OSError as exc:  # unreadable (permissions, I/O error)
             self._report(
                 key,
                 f"could not read the cached entry for key {key[:12]} ({_reason(exc)}); "
                 "it is treated as a miss",
-                unreadable=isinstance(exc, NotARegularFile),
             )
         return None
 
@@ -289,6 +295,8 @@ class SignedCache:
         self._held.pop(key, None)
         try:
             self.backend.delete(key, tag)
+        except IsADirectoryError:
+            return False  # said when it was found (a directory is never read as an entry)
         except OSError as exc:
             warnings.warn(
                 f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import getpass
 import hashlib
 import hmac
@@ -60,6 +61,8 @@ def private_directory(directory: Path) -> None:
     Anyone who can write into the directory could plant entries or swap the key file, so a
     directory that is not ours, or that group or others may write to, turns persistence off.
     """
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"the cache directory {directory} is a file, not a directory")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = os.lstat(directory)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
@@ -97,7 +100,12 @@ def _read_private(path: Path, what: str) -> bytes:
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise PermissionError(f"{what} {path} must be a regular file, not a link") from exc
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise PermissionError(f"{what} {path} must be a regular file, not a link") from exc
+        raise PermissionError(
+            f"{what} {path} can't be opened ({exc.strerror}): make it yours and readable by you "
+            f"only (chmod 600 {path}), or delete it to make a new one"
+        ) from exc
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:

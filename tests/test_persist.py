@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -297,12 +298,17 @@ def test_a_deeply_nested_signed_header_is_a_refusal_not_a_recursion_error(tmp_pa
         assert cache.load("deep") is None
 
 
-def test_a_fifo_named_like_an_entry_is_one_warning_and_a_miss(disk: DiskCache) -> None:
-    os.mkfifo(_entry_path(disk, "kf"))
-    with pytest.warns(RuntimeWarning, match="could not read the cached entry") as caught:
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir])
+def test_a_fifo_or_directory_named_like_an_entry_is_one_warning_naming_it_and_a_miss(
+    disk: DiskCache, make: Any
+) -> None:
+    path = _entry_path(disk, "kf")
+    make(path)
+    with pytest.warns(RuntimeWarning, match="never read as a cached entry.*until you remove it") as caught:
         assert disk.load("kf") is None
         assert disk.load("kf") is None  # said once
-    assert len(caught) == 1
+        disk.delete("kf")  # can't remove a directory: nothing more to say (no "old value")
+    assert len(caught) == 1 and str(path) in str(caught[0].message)
 
 
 def test_when_a_file_cannot_be_removed_other_kernels_are_said_to_see_it(
@@ -382,3 +388,22 @@ def test_two_kernels_of_one_user_compute_a_cold_persisted_key_once(tmp_path: Pat
         assert found is not None and found.value.load() == "computed once"
     worker.join(10)
     assert len(notices) == 1 and "being computed by" in notices[0]
+
+
+def test_a_cache_directory_that_is_a_file_is_said_so(tmp_path: Path) -> None:
+    from ipycache_ext._persist import open_persistence
+
+    afile = tmp_path / "cache"
+    afile.write_text("not a directory")
+    said = f"persistence is off: the cache directory {afile} is a file, not a directory"
+    with pytest.warns(RuntimeWarning, match=said):
+        assert open_persistence(afile) is None
+
+
+def test_a_key_file_that_cannot_be_opened_says_why_and_the_way_out(tmp_path: Path) -> None:
+    from ipycache_ext._signing import load_or_create_key
+
+    path = tmp_path / ("k" * 300)  # too long a name: open() fails, and it is not a link
+    with pytest.raises(PermissionError, match=r"can't be opened \(File name too long\).*chmod 600") as raised:
+        load_or_create_key(path)
+    assert "not a link" not in str(raised.value)
