@@ -1045,7 +1045,7 @@ def test_the_demo_notebook_runs_and_its_second_call_is_a_hit() -> None:
     ]
     forecast, connection, patterns = results
     assert forecast["first_seconds"] >= 0.5
-    assert forecast["second_seconds"] < 0.05
+    assert forecast["second_seconds"] < forecast["first_seconds"] / 5  # a hit, not the 1 s compute
     assert forecast["hits"] == 1
     assert forecast["misses"] == 1
     assert connection["same_connection"] is True

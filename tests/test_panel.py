@@ -382,11 +382,14 @@ def test_the_panel_pauses_while_no_view_shows_it(store: CacheStore) -> None:
 
 
 def test_a_panel_without_auto_refresh_starts_no_thread(store: CacheStore) -> None:
-    before = set(threading.enumerate())
+    def panel_threads() -> set[threading.Thread]:  # only ours: other tests' threads come and go
+        return {t for t in threading.enumerate() if t.name.startswith("ipycache_ext-panel")}
+
+    before = panel_threads()
     panel = CachePanel(store, auto_refresh=False)
     try:
         assert panel.ticker is None
-        assert set(threading.enumerate()) == before
+        assert panel_threads() == before
     finally:
         panel.close()
 
