@@ -129,7 +129,7 @@ def check_options(
         if value is not None and not callable(value):
             raise TypeError(f"{name}({hook}=...) must be a function of the cached value, not {value!r}")
     _check_hash_funcs(name, hash_funcs)
-    if persist not in (None, False, True, "disk", "team"):
+    if persist not in (None, False, True, "disk", "team") or type(persist) not in (type(None), bool, str):
         raise ValueError(
             f"{name}(persist=...) must be None, False, True, 'disk' or 'team' (also the shared team "
             f"store), not {persist!r}"

@@ -75,6 +75,30 @@ def default_memory_budget() -> int:
         return 2 * 1024**3
 
 
+def _checked_budget(value: Any, kept: str = "") -> int:
+    """``value`` as a memory budget, or the error naming it (``kept``: what stays instead)."""
+    if not _is_whole(value):
+        got = f"{value!r} ({type(value).__name__})" if value is not None else "None (memory has a budget)"
+        raise TypeError(f"memory_budget must be a positive whole number of bytes (an int), not {got}{kept}")
+    if value <= 0:
+        raise ValueError(f"memory_budget must be a positive whole number of bytes, not {value!r}{kept}")
+    return int(value)
+
+
+def _checked_max_entries(value: Any, kept: str = "") -> int | None:
+    """``value`` as an entry limit (None: no limit), or the error naming it."""
+    if value is not None and not _is_whole(value):
+        raise TypeError(
+            f"max_entries must be a positive whole number (an int) or None for no limit, not "
+            f"{value!r} ({type(value).__name__}){kept}"
+        )
+    if value is not None and value <= 0:
+        raise ValueError(
+            f"max_entries must be a positive whole number or None for no limit, not {value!r}{kept}"
+        )
+    return None if value is None else int(value)
+
+
 def _is_whole(value: object) -> bool:
     """An integer, numpy's too, but not a bool (``True`` is no size) and not a float."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -106,8 +130,8 @@ class CacheStore:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # the expiry thread waits on it
         self._counters = Counters()
-        budget = default_memory_budget() if memory_budget is None else memory_budget
-        self._table = EntryTable(budget, max_entries, self._counters)
+        budget = default_memory_budget() if memory_budget is None else _checked_budget(memory_budget)
+        self._table = EntryTable(budget, _checked_max_entries(max_entries), self._counters)
         self._flights = Flights()
         self._subscribers = Subscribers()
         self._expiry: ExpiryThread | None = None
@@ -137,18 +161,7 @@ class CacheStore:
 
     @memory_budget.setter
     def memory_budget(self, value: int) -> None:
-        if not _is_whole(value):
-            got = f"{value!r} ({type(value).__name__})" if value is not None else "None (memory has a budget)"
-            raise TypeError(
-                f"memory_budget must be a positive whole number of bytes (an int), not {got}; "
-                f"it stays {self.memory_budget}"
-            )
-        if value <= 0:
-            raise ValueError(
-                f"memory_budget must be a positive whole number of bytes, not {value!r}; "
-                f"it stays {self.memory_budget}"
-            )
-        value = int(value)
+        value = _checked_budget(value, f"; it stays {self.memory_budget}")
 
         def apply(removed: Removed) -> None:
             self._table.memory_budget = value
@@ -163,17 +176,7 @@ class CacheStore:
 
     @max_entries.setter
     def max_entries(self, value: int | None) -> None:
-        if value is not None and not _is_whole(value):
-            raise TypeError(
-                f"max_entries must be a positive whole number (an int) or None for no limit, not "
-                f"{value!r} ({type(value).__name__}); it stays {self.max_entries}"
-            )
-        if value is not None and value <= 0:
-            raise ValueError(
-                f"max_entries must be a positive whole number or None for no limit, not {value!r}; "
-                f"it stays {self.max_entries}"
-            )
-        value = None if value is None else int(value)
+        value = _checked_max_entries(value, f"; it stays {self.max_entries}")
 
         def apply(removed: Removed) -> None:
             self._table.max_entries = value

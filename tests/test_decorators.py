@@ -631,6 +631,7 @@ def test_persist_none_or_false_keeps_entries_in_memory(
         ({"hash_funcs": {1: str}}, TypeError, "hash_funcs"),
         ({"hash_funcs": [int]}, TypeError, "hash_funcs"),
         ({"persist": "memory"}, ValueError, "persist"),
+        ({"persist": 1}, ValueError, "persist"),
     ],
 )
 def test_bad_options_are_refused_with_the_option_named(
