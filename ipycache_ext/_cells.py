@@ -92,8 +92,9 @@ class CachedCells:
                 "cache that with @ipycache_ext.cache_data"
             )
         analysis = analyze_tree(tree)
+        dynamic = dynamic_reads(cell)
         if options.stray:
-            _refuse_stray_names(options, analysis, tree, cell)
+            _refuse_stray_names(options, analysis, tree, dynamic)
         outputs = options.names or analysis.outputs
         options_digest = combine([("names", "\x00".join(options.names))])
         prepared = PreparedCell(
@@ -102,7 +103,7 @@ class CachedCells:
             label=cell_label(cell),
             options_digest=options_digest,
             validate=self._validator(options.validate) if options.validate else None,
-            dynamic=dynamic_reads(cell),
+            dynamic=dynamic,
             group=combine([("kind", kind), ("code", analysis.code_digest), ("options", options_digest)]),
         )
         self._prepared[memo_key] = prepared
@@ -298,11 +299,13 @@ def _serialize_result(result: CellResult) -> tuple[SerializedValue, int]:
     return payload, payload.nbytes
 
 
-def _refuse_stray_names(options: CellOptions, analysis: CellAnalysis, tree: ast.Module, cell: str) -> None:
+def _refuse_stray_names(
+    options: CellOptions, analysis: CellAnalysis, tree: ast.Module, dynamic: str | None
+) -> None:
     """``--ignore log bar`` ignores ``log`` and makes ``bar`` the one result: say so when the
     cell plainly only reads ``bar`` (it doesn't bind it, change it through an attribute, an
     item or a method, or bind names in ways the analysis can't see)."""
-    if analysis.star_import or dynamic_reads(cell):
+    if analysis.star_import or dynamic:
         return
     changed = _changed_in_place(tree)
     for name, after in options.stray:

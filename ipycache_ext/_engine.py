@@ -401,7 +401,7 @@ class CacheEngine:
 class _Run:
     """One fetch's computation: why it runs, what it read, what it produced."""
 
-    __slots__ = ("_compute", "_engine", "_on_miss", "_plan", "_prepare", "_previous", "_recorded",
+    __slots__ = ("_compute", "_engine", "_given", "_on_miss", "_plan", "_prepare", "_previous",
                  "_request", "checked", "produced", "reasons", "recorded")  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - one call site, in order
@@ -416,7 +416,7 @@ class _Run:
         recorded: tuple[Any, ...] | None,
     ) -> None:
         self._engine, self._request, self._plan, self._compute = engine, request, plan, compute
-        self._previous, self._on_miss, self._recorded = previous, on_miss, recorded
+        self._previous, self._on_miss, self._given = previous, on_miss, recorded
         self._prepare = prepare  # None: the default of the kind, made only on a miss
         self.reasons: list[str] = []
         self.produced: list[Any] = []
@@ -449,9 +449,9 @@ class _Run:
             self.reasons.append(reason)
         if self._on_miss is not None:
             self._on_miss(self.reasons[-1], previous is not None or known)
-        if self._recorded is not None:  # computed by the caller, inside engine.recording()
+        if self._given is not None:  # computed by the caller, inside engine.recording()
             value = self._compute()
-            self.recorded.append(self._recorded)
+            self.recorded.append(self._given)
         else:
             with self._engine.recording(request) as recording:
                 value = self._compute()

@@ -29,7 +29,14 @@ from ._format import unnumbered
 from ._persist import DEFAULT_DISK_BUDGET, configure, open_if_present
 from ._report import DEFAULT_LIMIT, module_test, render_info
 from ._report import PREFIX as _PREFIX
-from ._store import CacheStore, Kind, default_memory_budget, get_store
+from ._store import (
+    CacheStore,
+    Kind,
+    checked_max_entries,
+    checked_memory_budget,
+    default_memory_budget,
+    get_store,
+)
 from ._team import team_settings
 from ._ttl import parse_ttl
 
@@ -159,17 +166,19 @@ class CacheMagics(Magics):
     @validate("memory_budget")
     def _check_memory_budget(self, proposal: Any) -> int | None:
         value = proposal["value"]
-        if value is not None and (isinstance(value, bool) or value <= 0):
+        try:  # the store's own check (None here: a quarter of RAM)
+            return None if value is None else checked_memory_budget(value)
+        except (TypeError, ValueError):
             accepted = "a positive number of bytes, or None for a quarter of RAM"
-            raise self._refusal("memory_budget", value, accepted)
-        return value
+            raise self._refusal("memory_budget", value, accepted) from None
 
     @validate("max_entries")
     def _check_max_entries(self, proposal: Any) -> int | None:
-        value = proposal["value"]
-        if value is not None and (isinstance(value, bool) or value <= 0):
-            raise self._refusal("max_entries", value, "a positive number of entries, or None for no limit")
-        return value
+        try:
+            return checked_max_entries(proposal["value"])
+        except (TypeError, ValueError):
+            accepted = "a positive number of entries, or None for no limit"
+            raise self._refusal("max_entries", proposal["value"], accepted) from None
 
     @validate("disk_budget")
     def _check_disk_budget(self, proposal: Any) -> int:

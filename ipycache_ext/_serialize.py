@@ -35,7 +35,6 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -471,27 +470,8 @@ def _map_readonly(fd: int, size: int) -> memoryview:
         error = ctypes.get_errno()
         raise OSError(error, f"mmap of a cached entry file failed: {os.strerror(error)}")
     memory = (ctypes.c_char * size).from_address(address)
-    weakref.finalize(memory, _unmap_later, address, size)
+    weakref.finalize(memory, _libc.munmap, address, size)
     return memoryview(memory).cast("B").toreadonly()
-
-
-_unmapper: ThreadPoolExecutor | None = None
-_unmapper_lock = threading.Lock()
-
-
-def _unmap_later(address: int, size: int) -> None:
-    """Unmap a verification mapping on a helper thread: nothing can reach it any more, and
-    unmapping 1 GB mapped page by page (a page cache filled by reads, not large folios) took
-    13 ms of a restart hit here."""
-    global _unmapper
-    assert _libc is not None
-    with _unmapper_lock:
-        if _unmapper is None:
-            _unmapper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipycache-unmap")
-        try:
-            _unmapper.submit(_libc.munmap, address, size)
-        except RuntimeError:  # the interpreter is shutting down: unmap here
-            _libc.munmap(address, size)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]

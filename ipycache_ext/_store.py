@@ -75,7 +75,7 @@ def default_memory_budget() -> int:
         return 2 * 1024**3
 
 
-def _checked_budget(value: Any, kept: str = "") -> int:
+def checked_memory_budget(value: Any, kept: str = "") -> int:
     """``value`` as a memory budget, or the error naming it (``kept``: what stays instead)."""
     if not _is_whole(value):
         got = f"{value!r} ({type(value).__name__})" if value is not None else "None (memory has a budget)"
@@ -85,7 +85,7 @@ def _checked_budget(value: Any, kept: str = "") -> int:
     return int(value)
 
 
-def _checked_max_entries(value: Any, kept: str = "") -> int | None:
+def checked_max_entries(value: Any, kept: str = "") -> int | None:
     """``value`` as an entry limit (None: no limit), or the error naming it."""
     if value is not None and not _is_whole(value):
         raise TypeError(
@@ -130,8 +130,8 @@ class CacheStore:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # the expiry thread waits on it
         self._counters = Counters()
-        budget = default_memory_budget() if memory_budget is None else _checked_budget(memory_budget)
-        self._table = EntryTable(budget, _checked_max_entries(max_entries), self._counters)
+        budget = default_memory_budget() if memory_budget is None else checked_memory_budget(memory_budget)
+        self._table = EntryTable(budget, checked_max_entries(max_entries), self._counters)
         self._flights = Flights()
         self._subscribers = Subscribers()
         self._expiry: ExpiryThread | None = None
@@ -161,7 +161,7 @@ class CacheStore:
 
     @memory_budget.setter
     def memory_budget(self, value: int) -> None:
-        value = _checked_budget(value, f"; it stays {self.memory_budget}")
+        value = checked_memory_budget(value, f"; it stays {self.memory_budget}")
 
         def apply(removed: Removed) -> None:
             self._table.memory_budget = value
@@ -176,7 +176,7 @@ class CacheStore:
 
     @max_entries.setter
     def max_entries(self, value: int | None) -> None:
-        value = _checked_max_entries(value, f"; it stays {self.max_entries}")
+        value = checked_max_entries(value, f"; it stays {self.max_entries}")
 
         def apply(removed: Removed) -> None:
             self._table.max_entries = value

@@ -16,7 +16,7 @@ class Recording:
 
     def __init__(self, observations: Observations, declared: Sequence[str], declared_cwd: str, *,
                  namespace: Mapping[str, Any] | None, dynamic: str | None,
-                 exclude: Collection[str]) -> None:  # fmt: skip
+                 exclude: Collection[str], watch_cwd: bool = True) -> None:  # fmt: skip
         self._obs = observations
         self._declared = tuple(declared)
         self._declared_cwd = declared_cwd
@@ -30,7 +30,7 @@ class Recording:
             with suspended():
                 self._namespace_before = namespace_digests(namespace, self._exclude)
         self._end_cwd = observations.cwd
-        self.watch_cwd = True  # a change of working directory is an effect of the computation
+        self._watch_cwd = watch_cwd  # a change of working directory is an effect of the computation
         self._rng_after: dict[str, Any] = {}
         self._finished = False
         self._records: tuple[dict[str, Any], ...] | None = None
@@ -39,7 +39,7 @@ class Recording:
         """At the end of the run: the cheap facts that would drift if taken later."""
         self._finished = True
         try:
-            if self.watch_cwd:  # else: as it started (relative reads still depend on that)
+            if self._watch_cwd:  # else: as it started (relative reads still depend on that)
                 self._end_cwd = os.getcwd()
         except OSError:
             self._obs.errors.append("the working directory was removed")
@@ -99,8 +99,8 @@ def recording(*, declared: Sequence[str] = (), cwd: str | None = None,
     obs = Observations(cwd=start)
     obs.parent = CURRENT.get()
     obs.rng_before = _rng.before_all() if process_state else {}
-    result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude)
-    result.watch_cwd = process_state
+    result = Recording(obs, declared, cwd or start, namespace=namespace, dynamic=dynamic, exclude=exclude,
+                       watch_cwd=process_state)  # fmt: skip
     token = begin(obs)
     try:
         yield result
