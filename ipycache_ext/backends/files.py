@@ -182,8 +182,13 @@ class FileBackend:
         if dead:
             with self._transaction() as db:
                 for tmp in dead:
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         os.unlink(self.directory / tmp)
+                    except FileNotFoundError:
+                        # renamed into place, then killed before its transaction committed:
+                        # the entry file carries this tag, so the row stays (a reader would
+                        # take the file for an old copy put back) until the key is written again
+                        continue
                     db.execute("DELETE FROM writes WHERE tmp = ?", (tmp,))
         if stale_after is not None:  # temporaries nobody registered (older versions): by age
             registered = {str(row[0]) for row in self._query("SELECT tmp FROM writes")}
@@ -197,6 +202,15 @@ class FileBackend:
                     "DELETE FROM entries WHERE tag = ? AND last_used < ?",
                     (_TOMBSTONE, time.time() - _TOMBSTONE_DAYS * 86400),
                 )
+
+    def _renamed_by_the_dead(self, db: sqlite3.Connection, key: str) -> list[str]:
+        """Rows of ``key``'s writers on this host that died after renaming (see ``_sweep``)."""
+        host = _host()
+        return [
+            str(tmp)
+            for tmp, pid, row_host in db.execute("SELECT tmp, pid, host FROM writes WHERE key = ?", (key,))
+            if row_host == host and not _pid_alive(int(str(pid))) and not (self.directory / str(tmp)).exists()
+        ]
 
     def path(self, key: str) -> Path:
         if not key.isalnum() or not key.isascii():
@@ -235,6 +249,8 @@ class FileBackend:
                     (key, written, time.time(), tag),
                 )
                 db.execute("DELETE FROM writes WHERE tmp = ?", (name,))
+                for other in self._renamed_by_the_dead(db, key):  # their file is replaced now
+                    db.execute("DELETE FROM writes WHERE tmp = ?", (other,))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)

@@ -71,6 +71,47 @@ def test_a_killed_writer_is_counted_then_swept_once_its_pid_is_gone(tmp_path: Pa
     assert not backend.contains("victim")
 
 
+KILLED_AFTER_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ipycache_ext.backends.files import FileBackend
+
+    backend = FileBackend(sys.argv[1])
+    backend.put("k", [b"first"], tag="g1", size=5)
+    real = os.replace
+
+    def replace_then_die(source, target):
+        real(source, target)  # the new file is in place; its index transaction never commits
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_then_die
+    backend.put("k", [b"second"], tag="g2", size=6)
+    """
+)
+
+
+def test_a_writer_killed_between_its_rename_and_its_commit_leaves_a_readable_entry(tmp_path: Path) -> None:
+    """The file in place carries the dead writer's tag: sweeping its row must not make that
+    file look like an old copy put back (readers would refuse and remove it)."""
+    directory = tmp_path / "store"
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_RENAME, str(directory)], cwd=ROOT, check=False)
+    assert done.returncode == -signal.SIGKILL
+    backend = FileBackend(directory)
+    backend.put("other", [b"z"], tag="o", size=1)  # sweeps what the dead writer left
+    opened = backend.open_file("k")
+    assert opened is not None
+    fd, current = opened
+    try:
+        assert os.pread(fd, 16, 0) == b"second" and current is not None and "g2" in current
+    finally:
+        os.close(fd)
+    backend.put("k", [b"third"], tag="g3", size=5)  # the file is replaced: the dead row goes
+    reopened = backend.open_file("k")
+    assert reopened is not None
+    os.close(reopened[0])
+    assert reopened[1] == frozenset({"g3"}) and backend.usage() == 6
+
+
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path / "store")
     os.mkfifo(backend.path("fifo1"))
