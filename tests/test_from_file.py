@@ -21,6 +21,7 @@ from ipycache_ext._serialize import (
     buffer_digest,
     serialize,
 )
+from tests.descriptors import MEMORY_FILES, descriptors_to
 
 pytestmark = pytest.mark.skipif(not _memfd_available(), reason="maps files: Linux only")
 
@@ -90,13 +91,13 @@ def test_a_damaged_buffer_is_named_and_leaves_nothing_mapped_or_open(entry_file:
     offset, length = spans[1]
     os.pwrite(fd, b"\x01", offset + length - 1)  # one flipped byte in the last page of the second
     gc.collect()  # serialize()'s own memory file goes
-    live, descriptors = _MemFile.live, len(os.listdir("/proc/self/fd"))
+    live, descriptors = _MemFile.live, descriptors_to(path, MEMORY_FILES)
     with pytest.raises(ValueError) as raised:
         SerializedValue.from_file(meta, fd, spans, digests)
     assert raised.value.args == (1,)
     kept = raised.value.__traceback__  # as IPython keeps sys.last_traceback
     gc.collect()
-    assert _MemFile.live == live and len(os.listdir("/proc/self/fd")) == descriptors
+    assert _MemFile.live == live and descriptors_to(path, MEMORY_FILES) == descriptors
     assert mappings_of(path) == 0  # the kept traceback holds no view of a mapping
     assert kept is not None
 

@@ -93,9 +93,7 @@ def write(path: Path, source: str, stamp: int) -> None:
     importlib.invalidate_caches()
 
 
-def test_a_runtime_attribute_of_a_local_module_is_an_input(
-    ip: InteractiveShell, local_modules: Path
-) -> None:
+def test_a_runtime_attribute_of_a_local_module_is_an_input(ip: InteractiveShell, local_modules: Path) -> None:
     write(local_modules / "ke2e_config.py", "THRESHOLD = 1\n", 1_700_000_000)
     run(ip, "import ke2e_config")
     cell = CELL + "out = 10 > ke2e_config.THRESHOLD * 5"

@@ -370,8 +370,14 @@ def test_names_that_are_not_identifiers_are_usage_errors(shell: InteractiveShell
 
 @pytest.mark.parametrize(
     "flags",
-    ["--ignore log bar", "--ignore=log bar", "--depends-on prices.csv bar", "--ttl 1h --ignore log bar",
-     "--ign log bar", "--depends prices.csv bar"],
+    [
+        "--ignore log bar",
+        "--ignore=log bar",
+        "--depends-on prices.csv bar",
+        "--ttl 1h --ignore log bar",
+        "--ign log bar",
+        "--depends prices.csv bar",
+    ],
 )
 def test_a_second_value_after_a_one_value_option_is_refused_before_anything_runs(
     shell: InteractiveShell, flags: str
@@ -390,8 +396,12 @@ def test_a_second_value_after_a_one_value_option_is_refused_before_anything_runs
 
 @pytest.mark.parametrize(
     ("line", "body"),
-    [("--ignore log x", "x = log + 1"), ("--depends-on prices.csv rows", "rows.append(log)"),
-     ("--ignore log rows", "rows[0] = log"), ("--ignore log x", "exec('x = 2')")],
+    [
+        ("--ignore log x", "x = log + 1"),
+        ("--depends-on prices.csv rows", "rows.append(log)"),
+        ("--ignore log rows", "rows[0] = log"),
+        ("--ignore log x", "exec('x = 2')"),
+    ],
 )
 def test_a_name_after_a_one_value_option_that_the_cell_changes_is_a_result(
     shell: InteractiveShell, store: CacheStore, line: str, body: str

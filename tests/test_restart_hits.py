@@ -23,7 +23,7 @@ from ipycache_ext._serialize import serialize
 
 pytestmark = pytest.mark.skipif(not _pagemap.available(), reason="maps files: Linux only")
 
-MARKER = '''
+MARKER = """
 from pathlib import Path
 
 FLAG = Path(__file__).with_name("unpickled")
@@ -37,7 +37,7 @@ def rebuild():
 class Marker:
     def __reduce__(self):
         return rebuild, ()
-'''
+"""
 
 KERNEL = r'''
 import json, sys, warnings

@@ -11,6 +11,7 @@ import pytest
 
 from ipycache_ext import UnserializableResultError
 from ipycache_ext._serialize import serialize
+from tests.descriptors import MEMORY_FILES, descriptors_to
 
 
 def test_loads_are_equal_independent_and_writable() -> None:
@@ -51,9 +52,7 @@ def test_unpicklable_values_say_to_cache_them_as_resources() -> None:
 
 
 def _open_fds() -> int:
-    import os
-
-    return len(os.listdir("/proc/self/fd"))
+    return descriptors_to(MEMORY_FILES)
 
 
 @pytest.mark.parametrize("use_mapping", [True, False])

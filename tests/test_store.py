@@ -229,10 +229,12 @@ def test_a_snapshot_carries_every_field_of_its_entry_and_is_frozen() -> None:
 
 @pytest.mark.parametrize(
     ("options", "error", "words"),
-    [({"memory_budget": "1GB"}, TypeError, "memory_budget must be a positive whole number of bytes"),
-     ({"memory_budget": 0}, ValueError, "memory_budget"),
-     ({"max_entries": 0.5}, TypeError, "max_entries must be a positive whole number"),
-     ({"max_entries": -3}, ValueError, "max_entries")],
+    [
+        ({"memory_budget": "1GB"}, TypeError, "memory_budget must be a positive whole number of bytes"),
+        ({"memory_budget": 0}, ValueError, "memory_budget"),
+        ({"max_entries": 0.5}, TypeError, "max_entries must be a positive whole number"),
+        ({"max_entries": -3}, ValueError, "max_entries"),
+    ],
 )
 def test_the_constructor_checks_its_limits_as_the_setters_do(
     options: dict[str, object], error: type[Exception], words: str

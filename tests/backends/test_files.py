@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipycache_ext.backends.files import FileBackend, NotARegularFile, read_regular_file
+from tests.descriptors import descriptors_to
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,13 +188,12 @@ def test_leases_are_released_when_their_process_dies(tmp_path: Path) -> None:
 
 def test_close_releases_the_index_descriptors_and_a_closed_backend_reopens(tmp_path: Path) -> None:
     def open_fds() -> int:
-        return len(os.listdir("/proc/self/fd"))
+        return descriptors_to(tmp_path / "store")
 
-    before = open_fds()
     backend = FileBackend(tmp_path / "store")
     backend.put("k", [b"x" * 100], tag="t", size=100)
-    assert open_fds() > before
+    assert open_fds() > 0
     backend.close()
-    assert open_fds() == before  # not left to garbage collection
+    assert open_fds() == 0  # not left to garbage collection
     assert backend.get("k") is not None and backend.usage() == 100
     backend.close()
