@@ -127,7 +127,7 @@ class OutputRecorder:
     ) -> None:
         assert self._saved is not None
         if self._forwarded:
-            _drain([f.pipe for f in self._forwarded])
+            _drain(self._forwarded)
         with self._lock:
             for forward in self._forwarded:
                 forward.stop()
@@ -154,7 +154,8 @@ class _FdForward:
     def __init__(self, stream: Any, name: str, events: list[OutputEvent]) -> None:
         self.stream = stream
         self.pipe: int = stream._fid
-        watcher = stream.watch_fd_thread
+        self.watcher: threading.Thread = stream.watch_fd_thread
+        watcher = self.watcher
         self._previous = stream.__dict__.get("write")  # an enclosing recorder's, when nested
         original = stream.write
 
@@ -182,15 +183,46 @@ class _FdForward:
             self.stream.write = self._previous
 
 
-def _drain(pipes: list[int], timeout: float = 1.0) -> None:
-    """Wait (briefly) until the watcher thread has read what the run wrote to the descriptors."""
+def _drain(forwards: list[_FdForward], timeout: float = 1.0) -> None:
+    """Wait until each watcher thread has forwarded everything the run wrote to its descriptor.
+
+    An empty pipe is not enough: the watcher may have read the last chunk and not yet written
+    it. Where Linux shows what a thread is blocked in, the wait lasts until the watcher sits in
+    ``read`` on its pipe again, which it only does after writing what it read; elsewhere a
+    short grace is all there is.
+    """
     libc = _libc()
     if libc is not None:
         libc.fflush(None)  # C-level stdio buffers of this process (a C extension's printf)
     deadline = time.monotonic() + timeout
-    while any(_pending(p) for p in pipes) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    time.sleep(0.002)  # the last chunk read, on its way into write()
+    waiting = list(forwards)
+    while waiting and time.monotonic() < deadline:
+        waiting = [f for f in waiting if _pending(f.pipe) or _reading(f.watcher, f.pipe) is False]
+        if waiting:
+            time.sleep(0.001)
+    if any(_reading(f.watcher, f.pipe) is None for f in forwards):
+        time.sleep(0.002)  # can't see the watcher: the last chunk read, on its way into write()
+
+
+def _reading(thread: threading.Thread, pipe: int) -> bool | None:
+    """Whether ``thread`` is blocked in a system call on ``pipe`` (None: this OS doesn't say).
+
+    ``/proc/<pid>/task/<tid>/syscall`` gives the call's number and arguments, the first
+    being the descriptor for ``read``; it says ``running`` while the thread runs.
+    """
+    if thread.native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/syscall", encoding="ascii") as status:
+            words = status.read().split()
+    except OSError:
+        return None
+    if len(words) < 2 or words[0] == "running":
+        return False if words[:1] == ["running"] else None
+    try:
+        return int(words[1], 16) == pipe
+    except ValueError:
+        return None
 
 
 def _pending(pipe: int) -> int:

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from IPython.core.interactiveshell import InteractiveShell
 
 import ipycache_ext
 from ipycache_ext import CacheStore
+
+# Hypothesis's 200 ms per-example deadline is a speed check, and speed checks live in
+# benchmarks/: on a loaded two-core CI machine one stalled example would fail a correct test.
+settings.register_profile("ipycache_ext", deadline=None)
+settings.load_profile("ipycache_ext")
 
 
 class FakeClock:

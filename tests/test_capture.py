@@ -135,6 +135,7 @@ def test_descriptor_output_forwarded_by_the_kernel_is_recorded_once() -> None:
     """ipykernel's OutStream: a watcher thread writes what it reads from the descriptor."""
     import os
     import threading
+    import time
 
     class _OutStream:
         def __init__(self) -> None:
@@ -145,6 +146,7 @@ def test_descriptor_output_forwarded_by_the_kernel_is_recorded_once() -> None:
 
         def _watch(self) -> None:
             while chunk := os.read(self._fid, 1000):
+                time.sleep(0.05)  # preempted between its read and its write, as on a busy machine
                 self.write(chunk.decode())
 
         def write(self, text: str) -> int:
