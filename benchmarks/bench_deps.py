@@ -84,6 +84,7 @@ def main() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
     from ipycache_ext._deps import first_change, recording
+    from ipycache_ext._settle import SETTLE_NS
 
     size = int(options.size_mb * 1024 * 1024)
     with tempfile.TemporaryDirectory(prefix="bench_deps_") as folder:
@@ -92,6 +93,9 @@ def main() -> None:
             with open(path, "wb") as handle:
                 handle.write(os.urandom(64) * (size // 64) + bytes([i % 256]))
         read_all(paths)  # warm the page cache
+        # A stat stands for a digest only once it is settled (ipycache_ext._settle): files
+        # written just now would be read again on their first check, so let them settle.
+        time.sleep(SETTLE_NS / 1e9 + 0.1)
 
         with recording() as rec:
             read_all(paths)
@@ -115,6 +119,7 @@ def main() -> None:
         for path in paths:  # a touch: new mtime, same content
             st = os.stat(path)
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        time.sleep(SETTLE_NS / 1e9 + 0.1)  # a touch moves ctime: let it settle too
         _files._verified.clear()  # as after a restart
         started = time.perf_counter()
         assert first_change(deps) is None

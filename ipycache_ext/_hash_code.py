@@ -26,6 +26,7 @@ import site
 import struct
 import sys
 import sysconfig
+import time
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xxhash
+
+from ._settle import settled
 
 if TYPE_CHECKING:
     from ._hashing import Walker
@@ -360,23 +363,32 @@ def imports_are_pinned(func: types.FunctionType) -> bool:
 def source_digest(path: Any) -> bytes:
     """The digest of a module's file, read again whenever its inode, size, mtime or ctime
     moved (ctime can't be set back by ``os.utime``, so an edit that keeps size and mtime
-    is still seen)."""
+    is still seen). A digest is remembered for a stat only once that stat is settled: an
+    edit within one tick of the filesystem's clock after the read would not move it."""
     if not isinstance(path, str):
         return b""
     try:
         info = os.stat(path)
     except OSError:
         return b"gone"
-    return _file_digest(path, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _file_digest(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
+    stat = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    known = _source_digests.get(path)
+    if known is not None and known[0] == stat:
+        return known[1]
+    started = time.time_ns()
     try:
         with open(path, "rb") as handle:
-            return xxhash.xxh3_128_digest(handle.read())
+            digest = xxhash.xxh3_128_digest(handle.read())
     except OSError:
         return b"unreadable"
+    if settled(info.st_size, info.st_mtime_ns, info.st_ctime_ns, read_from_ns=started):
+        _source_digests[path] = (stat, digest)
+        if len(_source_digests) > 1024:
+            del _source_digests[next(iter(_source_digests))]
+    return digest
+
+
+_source_digests: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
 
 
 def _first(pair: tuple[str, Any]) -> str:

@@ -137,9 +137,7 @@ class SignedCache:
             return self._live(key, self._guarded(key, lambda first: self._load_landed(key)))
         if not self.shared and hasattr(self.backend, "open_file"):
             try:
-                return self._live(
-                    key, self._guarded(key, lambda first: self._load_mapped(key, first))
-                )
+                return self._live(key, self._guarded(key, lambda first: self._load_mapped(key, first)))
             except _ReadWhole:
                 pass
         found = self.load_parts(key)

@@ -91,6 +91,57 @@ def test_a_same_size_edit_that_restores_mtime_is_still_seen(here: pathlib.Path) 
     assert first_change(deps) == "`data.txt` changed"
 
 
+def _coarse_stats(monkeypatch: pytest.MonkeyPatch, tick_ns: int = 1_000_000_000) -> None:
+    """Stats stamped by a clock that ticks once a second, as on Linux before 6.13 (whose
+    ext4 ticks every few ms) or a file server: this machine's kernel stamps finer times."""
+    from ipycache_ext._deps import _files, _records, _state
+
+    real = _state.stat_key
+
+    def coarse(path: str) -> tuple[int, int, int] | None:
+        stat = real(path)
+        return None if stat is None else (stat[0], stat[1] // tick_ns * tick_ns, stat[2] // tick_ns * tick_ns)
+
+    for module in (_files, _records, _state):
+        monkeypatch.setattr(module, "stat_key", coarse)
+
+
+def test_a_same_size_rewrite_within_one_tick_of_the_clock_is_seen(
+    here: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _coarse_stats(monkeypatch)
+    data = here / "data.txt"
+    for attempt in range(3):  # a rewrite that crossed a tick moves the stat anyway: try again
+        data.write_text("abc")
+        deps = record(lambda: data.read_text())
+        (entry,) = kinds(deps, "file")
+        data.write_text("abd")
+        if os.stat(data).st_ctime_ns // 10**9 == entry["ctime_ns"] // 10**9:
+            break
+    else:
+        pytest.skip("no rewrite landed within the recorded second")
+    assert entry["settled"] is False  # changed less than SETTLE_NS before it was read
+    assert first_change(deps) == "`data.txt` changed"
+
+
+def test_an_unsettled_record_is_read_once_then_its_stat_stands(
+    here: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipycache_ext import _settle
+    from ipycache_ext._deps import _files
+
+    data = here / "data.txt"
+    data.write_text("abc")
+    deps = record(lambda: data.read_text())
+    assert kinds(deps, "file")[0]["settled"] is False  # just written
+    reads: list[str] = []
+    real = _files.content_digest
+    monkeypatch.setattr(_files, "content_digest", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(_settle, "SETTLE_NS", 0)  # from here on, every stat taken before a read is settled
+    assert first_change(deps) is None and reads == [str(data)]  # the stat alone did not vouch
+    assert first_change(deps) is None and reads == [str(data)]  # the digest verified then does
+
+
 def test_a_vanished_file_is_a_change_and_never_raises(here: pathlib.Path) -> None:
     data = here / "data.txt"
     data.write_text("x")

@@ -285,3 +285,38 @@ def test_version_of_a_distribution_with_an_unusual_name_and_header(tmp_path: Pat
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("foo_bar", None)
+
+
+def test_a_module_file_rewritten_within_one_tick_of_the_clock_gets_a_new_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a clock that ticks once a second (Linux before 6.13 ticks every few ms; this
+    machine's kernel stamps finer times), two saves in one tick leave the stat as it was."""
+    from ipycache_ext import _hash_code
+
+    class CoarseOs:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        @staticmethod
+        def stat(path: str) -> Any:
+            info = os.stat(path)
+            return types.SimpleNamespace(
+                st_ino=info.st_ino,
+                st_size=info.st_size,
+                st_mtime_ns=info.st_mtime_ns // 10**9 * 10**9,
+                st_ctime_ns=info.st_ctime_ns // 10**9 * 10**9,
+            )
+
+    monkeypatch.setattr(_hash_code, "os", CoarseOs())
+    source = tmp_path / "saved_twice.py"
+    for attempt in range(3):  # a save that crossed a tick moves the stat anyway: try again
+        source.write_text("X = 1\n")
+        first = _hash_code.source_digest(str(source))
+        stat = CoarseOs.stat(str(source))
+        source.write_text("X = 2\n")
+        if CoarseOs.stat(str(source)) == stat:
+            break
+    else:
+        pytest.skip("no save landed within the same second")
+    assert _hash_code.source_digest(str(source)) != first

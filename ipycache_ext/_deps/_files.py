@@ -8,6 +8,10 @@ time can't be set back by a program (``os.utime`` itself moves it), so even an e
 keeps the size and restores ``mtime_ns`` is seen; where there is no change time (Windows)
 such an edit is not. Digests already verified for a stat are remembered for the session,
 so a touched 1 GB file is hashed once, not on every hit.
+
+A stat vouches for a digest only once it is settled (see ``_settle``): a record taken of a
+file changed just before it was read is hashed again on its next check, once per session,
+after which the digest verified then stands for the stat.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from __future__ import annotations
 import glob as _glob
 import os
 import pathlib
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import xxhash
 
+from .._settle import settled
 from ._native import original
 from ._state import StatKey, stat_key
 
@@ -28,18 +34,20 @@ NAMES_KEPT = 256  # a listing or match list up to this long is kept by name (to 
 # 1 MiB chunks hash fastest here (the chunk stays in cache between the copy and the hash);
 # mmap would skip the copy but a file truncated meanwhile by another process kills the kernel (SIGBUS).
 _CHUNK = 1024 * 1024
-_verified: OrderedDict[str, tuple[StatKey, str]] = OrderedDict()
+_verified: OrderedDict[str, tuple[StatKey, str]] = OrderedDict()  # settled stats only
 _VERIFIED_MAX = 20_000
 
 
-def content_digest(path: str) -> tuple[str, StatKey] | None:
-    """The digest of a file and the stat it held for the whole read; None if it changed meanwhile."""
+def content_digest(path: str) -> tuple[str, StatKey, bool] | None:
+    """The digest of a file, the stat it held for the whole read, and whether that stat is
+    settled (see ``_settle``); None if it changed meanwhile."""
     before = stat_key(path)
     if before is None:
         return None
     known = _verified.get(path)
     if known is not None and known[0] == before:
-        return known[1], before
+        return known[1], before, True
+    started = time.time_ns()
     hasher = xxhash.xxh3_128()
     buffer = bytearray(min(_CHUNK, max(before[0], 1)))
     view = memoryview(buffer)
@@ -53,10 +61,12 @@ def content_digest(path: str) -> tuple[str, StatKey] | None:
     if after != before:
         return None
     digest = hasher.hexdigest()
-    _verified[path] = (before, digest)
-    if len(_verified) > _VERIFIED_MAX:
-        _verified.popitem(last=False)
-    return digest, before
+    is_settled = settled(*before, read_from_ns=started)
+    if is_settled:
+        _verified[path] = (before, digest)
+        if len(_verified) > _VERIFIED_MAX:
+            _verified.popitem(last=False)
+    return digest, before, is_settled
 
 
 def file_record(path: str, first: StatKey | None = None, *, first_known: bool = False) -> dict[str, Any]:
@@ -72,9 +82,9 @@ def file_record(path: str, first: StatKey | None = None, *, first_known: bool = 
         hashed = None
     if hashed is None or hashed[1] != now:
         return {"kind": "file", "path": path, "state": "changing"}
-    digest, (size, mtime_ns, ctime_ns) = hashed
+    digest, (size, mtime_ns, ctime_ns), is_settled = hashed
     return {"kind": "file", "path": path, "state": "present", "size": size, "mtime_ns": mtime_ns,
-            "ctime_ns": ctime_ns, "digest": digest}  # fmt: skip
+            "ctime_ns": ctime_ns, "digest": digest, "settled": is_settled}  # fmt: skip
 
 
 def check_file(record: dict[str, Any]) -> str | None:
@@ -87,7 +97,7 @@ def check_file(record: dict[str, Any]) -> str | None:
         return None if now is None else f"{shown(path)} appeared"
     if now is None:
         return f"{shown(path)} was deleted" if not os.path.exists(path) else f"{shown(path)} changed"
-    if now == (record["size"], record["mtime_ns"], record["ctime_ns"]):
+    if now == (record["size"], record["mtime_ns"], record["ctime_ns"]) and record.get("settled", False):
         return None
     known = _verified.get(path)
     if known is not None and known[0] == now:  # hashed since (a touch): no need to read it again
