@@ -298,16 +298,39 @@ def test_show_time_false_shows_the_text_alone(cached: CacheStore, published: lis
 
 
 def test_a_cached_function_called_by_another_shows_no_spinner_of_its_own(
-    cached: CacheStore, published: list[dict[str, Any]]
+    cached: CacheStore, published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    entered: list[_spinner.Spinner] = []  # every spinner started, and those whose thread is done
+    ran: list[_spinner.Spinner] = []
+    enter, run = _spinner.Spinner.__enter__, _spinner.Spinner._run
+
+    def entering(self: _spinner.Spinner) -> _spinner.Spinner:
+        entered.append(self)
+        return enter(self)
+
+    def running(self: _spinner.Spinner) -> None:
+        try:
+            run(self)  # with DELAY 0 and no show_time: shows the text and returns
+        finally:
+            ran.append(self)
+
+    monkeypatch.setattr(_spinner.Spinner, "__enter__", entering)
+    monkeypatch.setattr(_spinner.Spinner, "_run", running)
+
+    def shown() -> None:
+        """Wait until every spinner started so far has shown its text, had it one of its own."""
+        deadline = time.monotonic() + 10
+        while any(s not in ran for s in entered) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     @cache_data(show_spinner="inner")
     def inner(x: int) -> int:
-        time.sleep(0.1)
+        shown()  # a spinner of inner's own would be on the page by now
         return x
 
     @cache_data(show_spinner="outer")
     def outer(x: int) -> int:
-        time.sleep(0.1)
+        shown()
         return inner(x) + 1
 
     assert outer(1) == 2

@@ -117,7 +117,9 @@ def test_in_a_real_kernel_the_bar_appears_and_is_removed() -> None:
             "from ipycache_ext import _progress, _progress_view\n"
             "_progress_view.install(get_ipython())\n"
             "with _progress.progress('loading `df` from disk', total=10, delay=0.1, interval=0) as step:\n"
-            "    time.sleep(0.4)\n"
+            "    deadline = time.monotonic() + 10\n"
+            "    while not step.shown and time.monotonic() < deadline:  # the timer shows it first\n"
+            "        time.sleep(0.01)\n"
             "    step.advance(5)\n"
             "    time.sleep(0.1)\n"
         )
@@ -172,7 +174,9 @@ def test_a_slow_load_from_a_tier_and_hashing_a_huge_input_are_shown(
 
     class SlowTier:
         def load(self, key: str, where: str) -> None:
-            time.sleep(1.3)  # past the 1 s after which progress shows
+            deadline = time.monotonic() + 10
+            while not log and time.monotonic() < deadline:  # past the 1 s after which progress shows
+                time.sleep(0.01)
 
         def save(self, *args: Any) -> bool:
             return True

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ipycache_ext import CacheStore, StoreEvent
+from ipycache_ext._flight import Flight
 
 from .conftest import FakeClock
 
@@ -116,13 +117,28 @@ def test_a_raising_release_hook_warns_and_does_not_skip_others(store: CacheStore
     assert released == ["b"] and store.entries() == []
 
 
-def test_failures_store_nothing_and_waiters_get_the_error(store: CacheStore) -> None:
-    gate = threading.Event()
+def test_failures_store_nothing_and_waiters_get_the_error(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = 0
+    changed = threading.Condition()
+    outcome = Flight.outcome
+
+    def counted(flight: Flight) -> Any:  # a caller waiting on the computation
+        nonlocal waiting
+        with changed:
+            waiting += 1
+            changed.notify_all()
+        return outcome(flight)
+
+    monkeypatch.setattr(Flight, "outcome", counted)
+    all_waiting: list[bool] = []
     calls: list[int] = []
 
     def create() -> tuple[Any, int]:
         calls.append(1)
-        gate.wait(5)
+        with changed:  # fail only once the other three wait: a later caller would compute again
+            all_waiting.append(changed.wait_for(lambda: waiting >= 3, 10))
         raise ValueError("boom")
 
     errors: list[BaseException] = []
@@ -136,13 +152,10 @@ def test_failures_store_nothing_and_waiters_get_the_error(store: CacheStore) -> 
     threads = [threading.Thread(target=call) for _ in range(4)]
     for thread in threads:
         thread.start()
-    while not calls:
-        threading.Event().wait(0.01)
-    threading.Event().wait(0.1)
-    gate.set()
     for thread in threads:
         thread.join(10)
     assert not any(t.is_alive() for t in threads)
+    assert all_waiting == [True], f"only {waiting} of 3 callers waited on the computation"
     assert len(errors) == 4 and len(calls) == 1
     assert store.entries() == []
     assert put(store, "k").hit is False  # the next call computes again

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from ipycache_ext import CacheStore
+from ipycache_ext._flight import Flight
 from ipycache_ext._serialize import serialize
 
 from .conftest import lock_is_free
@@ -243,18 +244,44 @@ def test_hammer_hits_misses_clears_and_expiries(ticking: TickingClock) -> None:
     assert store.entries() == []
 
 
+class Waiters:
+    """Counts the callers waiting on a flight (``Flight.outcome``), to end a computation only
+    once all of them wait: a caller arriving after a failed computation computes again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+        outcome = Flight.outcome
+
+        def counted(flight: Flight) -> Any:
+            with self._changed:
+                self.count += 1
+                self._changed.notify_all()
+            return outcome(flight)
+
+        monkeypatch.setattr(Flight, "outcome", counted)
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= n, timeout)
+
+
 @pytest.mark.parametrize("fail", [None, Boom, KeyboardInterrupt])
-def test_one_key_many_callers_single_flight(fail: type[BaseException] | None) -> None:
+def test_one_key_many_callers_single_flight(
+    fail: type[BaseException] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Callers of one key wait for one computation and get its value, or its error."""
     store = CacheStore(memory_budget=10**6)
     calls: list[int] = []
     gate = threading.Barrier(16)
     outcomes: list[Any] = []
     guard = threading.Lock()
+    waiters = Waiters(monkeypatch)
+    all_waiting: list[bool] = []
 
     def compute() -> tuple[Any, int | None]:
         calls.append(1)
-        time.sleep(0.05)  # every other caller arrives while this one computes
+        all_waiting.append(waiters.wait_for(15))  # every other caller waits on this computation
         if fail is not None:
             raise fail("the one computation failed")
         return Resource("k", 0), None
@@ -273,6 +300,7 @@ def test_one_key_many_callers_single_flight(fail: type[BaseException] | None) ->
         thread.start()
     _join_all(threads)
 
+    assert all_waiting == [True], f"only {waiters.count} of 15 callers waited on the computation"
     assert len(calls) == 1 and len(outcomes) == 16
     if fail is None:
         assert all(o is outcomes[0] for o in outcomes) and isinstance(outcomes[0], Resource)

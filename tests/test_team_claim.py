@@ -99,11 +99,11 @@ def test_a_waiter_gives_up_after_its_timeout_and_computes(tmp_path: Path, redis_
 
 def test_the_lease_is_renewed_while_the_computation_runs(tmp_path: Path, redis_url: str) -> None:
     alice = user(tmp_path, "alice", redis_url)
-    alice.lease_seconds = 0.6
+    alice.lease_seconds = 2.0  # renewed every 2/3 s: it lapses only if a renewal is 4/3 s late
     assert alice.team is not None
     with alice.claim("slow", "team") as found:
         assert found is None
-        time.sleep(1.5)  # two and a half lease periods
+        time.sleep(5.0)  # two and a half lease periods
         assert alice.team.backend.holder("slow") is not None  # type: ignore[union-attr]
     assert alice.team.backend.holder("slow") is None  # type: ignore[union-attr]
 

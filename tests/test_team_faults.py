@@ -44,7 +44,7 @@ def test_a_stopped_server_costs_one_warning_and_the_disk_still_serves(
         with alice.claim("k2", "team") as found:
             assert found is None
     assert len(caught) == 1
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # disk work only: no call waits on the server
 
 
 def test_a_restarted_server_is_used_again_without_anyone_reconnecting(
@@ -98,7 +98,8 @@ def test_a_writer_killed_mid_write_leaves_no_partial_entry(tmp_path: Path, own_r
     user(tmp_path, "alice", own_redis.url)  # makes alice's key
     client = redis.Redis.from_url(own_redis.url)
     complete = 0
-    for delay in (0.05, 0.3, 0.7, 1.5):
+    delays = (0.05, 0.3, 0.7, 1.5)
+    for delay in delays:
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, own_redis.url, str(key_path)],
             stdout=subprocess.PIPE,
@@ -107,6 +108,10 @@ def test_a_writer_killed_mid_write_leaves_no_partial_entry(tmp_path: Path, own_r
         )
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
         time.sleep(delay)
+        if delay == delays[-1]:  # the last round: kill it only once a whole entry was committed
+            deadline = time.monotonic() + 30
+            while not client.exists("ipycache:test:m:big") and time.monotonic() < deadline:
+                time.sleep(0.01)
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
         found = bob.load("big", "team")  # the last complete entry, or nothing: never a mix
@@ -122,7 +127,7 @@ def test_a_writer_killed_mid_write_leaves_no_partial_entry(tmp_path: Path, own_r
         ]
         assert all(client.pttl(name) > 0 for name in leftovers)  # what the killed write left expires
     client.close()
-    assert complete >= 1  # by 1.5 s at least one whole entry was written, and read back whole
+    assert complete >= 1  # at least one whole entry was written, and read back whole
 
 
 def test_a_server_killed_mid_write_is_a_failed_save_not_a_hang(
@@ -159,7 +164,7 @@ def test_a_refused_port_is_one_quick_warning(tmp_path: Path) -> None:
             assert alice.save(f"k{index}", serialize(index), entry(), "team")  # on disk
             assert alice.load(f"x{index}", "team") is None
     assert len(caught) == 1
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # disk work only: a refused connection fails at once
 
 
 @pytest.fixture
@@ -175,7 +180,7 @@ def blackhole() -> Iterator[str]:
 
 
 def test_a_blackholed_server_costs_one_socket_timeout_not_a_hang(tmp_path: Path, blackhole: str) -> None:
-    alice = user(tmp_path, "alice", blackhole, socket_timeout=0.3, retry_after=60)
+    alice = user(tmp_path, "alice", blackhole, socket_timeout=1.0, retry_after=60)
     started = time.monotonic()
     with pytest.warns(RuntimeWarning, match="can't be reached") as caught:
         assert alice.load("k1", "team") is None
@@ -183,7 +188,8 @@ def test_a_blackholed_server_costs_one_socket_timeout_not_a_hang(tmp_path: Path,
         with alice.claim("k2", "team") as found:
             assert found is None
     assert len(caught) == 1
-    assert time.monotonic() - started < 1.5  # one timeout, then the breaker skips the server
+    # one 1 s timeout (the load's), then the breaker skips the server: three would be 3 s
+    assert time.monotonic() - started < 2.5
 
 
 def test_a_kernel_keeps_working_through_the_store_when_the_team_is_down(tmp_path: Path) -> None:
