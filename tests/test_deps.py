@@ -111,7 +111,7 @@ def test_a_same_size_rewrite_within_one_tick_of_the_clock_is_seen(
 ) -> None:
     _coarse_stats(monkeypatch)
     data = here / "data.txt"
-    for attempt in range(3):  # a rewrite that crossed a tick moves the stat anyway: try again
+    for _attempt in range(3):  # a rewrite that crossed a tick moves the stat anyway: try again
         data.write_text("abc")
         deps = record(lambda: data.read_text())
         (entry,) = kinds(deps, "file")

@@ -310,7 +310,7 @@ def test_a_module_file_rewritten_within_one_tick_of_the_clock_gets_a_new_digest(
 
     monkeypatch.setattr(_hash_code, "os", CoarseOs())
     source = tmp_path / "saved_twice.py"
-    for attempt in range(3):  # a save that crossed a tick moves the stat anyway: try again
+    for _attempt in range(3):  # a save that crossed a tick moves the stat anyway: try again
         source.write_text("X = 1\n")
         first = _hash_code.source_digest(str(source))
         stat = CoarseOs.stat(str(source))
