@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,17 +132,31 @@ def test_a_writer_killed_mid_write_leaves_no_partial_entry(tmp_path: Path, own_r
 
 
 def test_a_server_killed_mid_write_is_a_failed_save_not_a_hang(
-    tmp_path: Path, own_redis: RedisServer
+    tmp_path: Path, own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ipycache_ext.backends import redis_backend
+
     alice = user(tmp_path, "alice", own_redis.url, retry_after=60)
     assert alice.team is not None
     alice.team.backend.chunk_size = 1 << 20  # type: ignore[attr-defined]
     value = serialize(np.ones(300_000_000, dtype=np.uint8))
-    threading.Timer(0.15, own_redis.stop, args=(signal.SIGKILL,)).start()
+    real_pieces = redis_backend._pieces
+    sent: list[int] = []
+
+    def pieces(chunks: Any, size: int) -> Iterator[Any]:
+        """The server dies after the 20th of some 300 chunks: mid-write, on any machine."""
+        for index, piece in enumerate(real_pieces(chunks, size)):
+            if index == 20:
+                own_redis.stop(signal.SIGKILL)
+            sent.append(index)
+            yield piece
+
+    monkeypatch.setattr(redis_backend, "_pieces", pieces)
     started = time.monotonic()
     with pytest.warns(RuntimeWarning, match="can't be reached"):
         alice.team.save(value, entry_header())
     assert time.monotonic() - started < 10
+    assert 20 <= len(sent) < 300  # it was killed mid-write, and the save stopped there
     own_redis.start()
     bob = user(tmp_path, "bob", own_redis.url, trusts=("alice",))
     assert bob.load("big", "team") is None  # the server came back empty: nothing half-written
