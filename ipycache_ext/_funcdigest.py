@@ -15,7 +15,7 @@ from typing import Any
 
 from ._engine import CacheEngine
 from ._errors import UnhashableInputError
-from ._hash_code import class_is_library, function_is_library, imports_are_pinned
+from ._hash_code import class_is_library, dispatch_registry, function_is_library, imports_are_pinned
 from ._hashing import IMMUTABLE_TYPES, HashFuncs, Unhashable, _module_is_library, digest, global_names
 
 _IMMUTABLE = IMMUTABLE_TYPES
@@ -69,11 +69,20 @@ class FunctionDigest:
 
     def _watch_function(self, func: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]) -> bool:
         """Record what ``digest`` reads of ``func``; False when something can change in place."""
-        if id(func) in seen or function_is_library(func):
-            return True  # library functions are hashed by name and version
+        if id(func) in seen:
+            return True
+        if function_is_library(func):  # hashed by name and version, and what it runs of yours
+            if not isinstance(func, types.FunctionType):
+                return True
+            seen.add(id(func))
+            if dispatch_registry(func) is not None:
+                return False  # register() changes it in place
+            return self._watch_attributes(func, reads, seen)
         if not isinstance(func, types.FunctionType):
             return False  # a callable object: hashed by content, which can change in place
         seen.add(id(func))
+        if not self._watch_attributes(func, reads, seen):
+            return False
         if not imports_are_pinned(func):
             return False  # it imports a local module in its body: that module can change under it
         # one read for the three (each is an audited attribute: with an audit hook installed,
@@ -117,6 +126,18 @@ class FunctionDigest:
         if isinstance(value, type):
             return class_is_library(value)  # a notebook class can be changed in place
         return False
+
+    def _watch_attributes(
+        self, func: Any, reads: list[tuple[Callable[[], Any], Any]], seen: set[int]
+    ) -> bool:
+        """A function's attributes (``f.factor = 2``; ``__wrapped__`` from functools.wraps)."""
+        attributes = func.__dict__
+        reads.append((functools.partial(len, attributes), len(attributes)))
+        for name, value in attributes.items():
+            reads.append((functools.partial(attributes.get, name, _ABSENT), value))
+            if not self._watch_value(value, reads, seen):
+                return False
+        return True
 
     def _unhashable(self, exc: Unhashable) -> UnhashableInputError:
         """Name the default, global or closure variable of the function that can't be hashed."""

@@ -114,7 +114,12 @@ def function_is_library(func: Any) -> bool:
 
 
 def class_is_library(cls: type) -> bool:
-    """True when ``cls`` is an installed class: its module is installed and holds it there."""
+    """True when ``cls`` is an installed class: its module is installed and holds it there.
+
+    An extension type with no module name of its own (``__module__`` a descriptor) is
+    compiled code that nothing in the process can change: installed, too."""
+    if _type_module(cls) is None:
+        return True
     if not module_is_library(cls.__module__):
         return False
     if cls.__module__ == "builtins" or "<locals>" in cls.__qualname__:
@@ -411,6 +416,7 @@ _MODULE_SKIP = frozenset(
         "__warningregistry__",
     }
 )
+_CYTHON_FUNCTIONS = frozenset({"cython_function_or_method", "fused_cython_function"})
 _CLASS_SKIP = frozenset(
     {
         "__dict__",
@@ -452,6 +458,8 @@ def walk_code(w: Walker, value: Any) -> bool:
     """Hash ``value`` if it is code (function, class, module, code object); False otherwise."""
     if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
         _function(w, value)
+    elif type(value).__name__ in _CYTHON_FUNCTIONS:
+        _compiled_function(w, value)
     elif isinstance(value, type):
         _class(w, value)
     elif isinstance(value, types.ModuleType):
@@ -464,8 +472,10 @@ def walk_code(w: Walker, value: Any) -> bool:
         callable(value)
         and getattr(value, "__wrapped__", None) is not None
         and not isinstance(getattr(type(value), "__wrapped__", None), property)
+        and class_is_library(type(value))
     ):
-        # functools.cache / lru_cache / wraps-style wrappers: the code is the wrapped function's.
+        # functools.cache / lru_cache-style wrappers: the code is the wrapped function's. A
+        # notebook class's wrapper is an object like any other: its state counts too.
         w.tag(b"wrapper")
         w.walk(type(value))
         w.walk(value.__wrapped__)
@@ -496,6 +506,8 @@ def _function(w: Walker, func: Any) -> None:
     module = getattr(func, "__module__", None) or ""
     if not isinstance(func, types.FunctionType) or function_is_library(func):
         _library(w, b"libfunc", module, getattr(func, "__qualname__", repr(func)))
+        if isinstance(func, types.FunctionType):
+            _wrapped_code(w, func)
         return
     w.tag(b"func")
     w.text(func.__qualname__)
@@ -516,11 +528,63 @@ def _function(w: Walker, func: Any) -> None:
         if name in namespace:
             w.text(name)
             w.guarded(name, namespace[name])
+    attributes = getattr(func, "__dict__", None)
+    if attributes:  # f.factor = 2, and what functools.wraps copied (__wrapped__ among them)
+        w.tag(b"attributes")
+        w.u64(len(attributes))
+        for name, value in sorted(attributes.items(), key=_first):
+            w.text(name)
+            w.guarded(name, value)
     package = namespace.get("__package__")
     for name, fromlist, level in imported_names(func.__code__):
         w.tag(b"import")
         w.text(name)
         w.walk(import_target(name, fromlist, level, package if isinstance(package, str) else None))
+
+
+def dispatch_registry(func: Any) -> Any:
+    """A ``functools.singledispatch`` function's registry (a read-only view), or None."""
+    registry = getattr(func, "registry", None)
+    if isinstance(registry, types.MappingProxyType) and callable(getattr(func, "dispatch", None)):
+        return registry
+    return None
+
+
+def _wrapped_code(w: Walker, func: types.FunctionType) -> None:
+    """What an installed function runs of yours: ``contextlib.contextmanager``, an installed
+    decorator built with ``functools.wraps`` (``__wrapped__``), and the implementations
+    ``functools.singledispatch`` has registered. Its own code is pinned by its version."""
+    wrapped = getattr(func, "__wrapped__", None)
+    if wrapped is not None and wrapped is not func:
+        w.tag(b"wraps")
+        w.walk(wrapped)
+    registry = dispatch_registry(func)
+    if registry is not None:
+        w.tag(b"dispatch")
+        w.walk(dict(registry))
+
+
+def _compiled_function(w: Walker, func: Any) -> None:
+    """A Cython function (pandas' and pyarrow's own, or yours from ``%%cython``): keyed by
+    its module's version when that module is installed, else by the compiled file's digest."""
+    module = getattr(func, "__module__", None)
+    module = module if isinstance(module, str) else ""
+    qualname = getattr(func, "__qualname__", None)
+    qualname = qualname if isinstance(qualname, str) else repr(func)
+    if module_is_library(module):
+        _library(w, b"libfunc", module, qualname)
+        return
+    w.tag(b"compiled")
+    w.text(module)
+    w.text(qualname)
+    w.blob(source_digest(getattr(sys.modules.get(module), "__file__", None)))
+
+
+def _type_module(cls: type) -> str | None:
+    """``cls.__module__``, or None for an extension type whose ``__module__`` is a descriptor
+    for its instances (Cython's shared function and metaclass types)."""
+    module = cls.__module__
+    return module if isinstance(module, str) else None
 
 
 def _docstring_slot(code: types.CodeType) -> bool:
@@ -558,7 +622,7 @@ def _code(w: Walker, code: types.CodeType) -> None:
 
 def _class(w: Walker, cls: type) -> None:
     if class_is_library(cls):
-        _library(w, b"libclass", cls.__module__, cls.__qualname__)
+        _library(w, b"libclass", _type_module(cls) or type.__repr__(cls), cls.__qualname__)
         return
     w.tag(b"class")
     w.text(cls.__module__)
