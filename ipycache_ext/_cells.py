@@ -96,7 +96,10 @@ class CachedCells:
         if options.stray:
             _refuse_stray_names(options, analysis, tree, dynamic)
         outputs = options.names or analysis.outputs
-        options_digest = combine([("names", "\x00".join(options.names))])
+        parts = [("names", "\x00".join(options.names))]
+        if dynamic and options.ignore:  # what the namespace's record leaves out
+            parts.append(("ignore", "\x00".join(sorted(options.ignore))))
+        options_digest = combine(parts)
         prepared = PreparedCell(
             code=CellCode(source, outputs, analysis.definite, bool(options.names)),
             analysis=analysis,

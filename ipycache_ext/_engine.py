@@ -203,18 +203,22 @@ class CacheEngine:
                 if request.unhashable_argument is None:
                     raise
                 raise request.unhashable_argument(name, value, exc) from None
+        options = request.options
+        if request.depends_on:  # an entry recorded without a declared file never checks it
+            declared = "\x00".join(sorted(set(request.depends_on)))
+            options = combine([("options", options), ("depends_on", declared)])
         key = combine(
             [
                 ("kind", request.kind),
                 ("scope", request.scope),
                 ("code", request.code),
-                ("options", request.options),
+                ("options", options),
                 *((f"input:{n}", digests[n]) for n in sorted(digests)),
                 *((f"arg:{n}", d) for n, d in arguments.items()),
             ]
         )
         digests.update(arguments)
-        record = KeyRecord(key, request.code, digests, request.options)
+        record = KeyRecord(key, request.code, digests, options)
         return Plan(key, record, digests, tuple(dict.fromkeys(context.by_identity)))
 
     # ------------------------------------------------------------------ fetching

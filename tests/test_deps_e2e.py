@@ -161,6 +161,37 @@ def test_depends_on_a_file_read_by_a_subprocess(shell: InteractiveShell, here: p
     assert shell.user_ns["out"] == b"two"
 
 
+def test_adding_depends_on_to_a_cached_cell_makes_it_check_the_file(
+    shell: InteractiveShell, here: pathlib.Path
+) -> None:
+    """The entry computed without the option recorded no such file: it must not be served."""
+    (here / "dep.txt").write_text("v1")
+    body = "import subprocess\nout = subprocess.check_output(['cat', 'dep.txt'])"
+    run(shell, "%%cache_data\n" + body)
+    run(shell, "%%cache_data --depends-on dep.txt\n" + body)
+    (here / "dep.txt").write_text("v2")
+    run(shell, "%%cache_data --depends-on dep.txt\n" + body)
+    assert shell.user_ns["out"] == b"v2"
+
+
+def test_a_decorated_function_given_depends_on_later_checks_the_file(here: pathlib.Path) -> None:
+    import subprocess
+
+    (here / "dep.txt").write_text("v1")
+    source = "def shell_out():\n    return subprocess.check_output(['cat', 'dep.txt'])\n"
+    namespace: dict[str, object] = {"subprocess": subprocess}
+    exec(source, namespace)
+    plain = cache_data(namespace["shell_out"])
+    exec(source, namespace)
+    declared = cache_data(depends_on="dep.txt")(namespace["shell_out"])
+    try:
+        assert plain() == b"v1" and declared() == b"v1"
+        (here / "dep.txt").write_text("v2")
+        assert declared() == b"v2"
+    finally:
+        plain.clear()
+
+
 def test_a_script_run_with_percent_run_is_a_file_input(
     shell: InteractiveShell, here: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -233,6 +264,15 @@ def test_eval_reads_are_keyed_on_the_namespace(shell: InteractiveShell) -> None:
     shell.user_ns["a"] = 10
     run(shell, cell)
     assert shell.user_ns["x"] == 11
+
+
+def test_dropping_ignore_from_a_dynamic_cell_makes_the_ignored_name_count(shell: InteractiveShell) -> None:
+    shell.user_ns.update(a=1, b=2)
+    with pytest.warns(RuntimeWarning, match="may read any variable"):
+        run(shell, "%%cache_data --ignore b\nr = eval('a + b')")
+    shell.user_ns["b"] = 100
+    run(shell, "%%cache_data\nr = eval('a + b')")  # the same cell: said once
+    assert shell.user_ns["r"] == 101
 
 
 def test_a_decorated_function_that_reads_a_file(here: pathlib.Path) -> None:
