@@ -26,6 +26,7 @@ from typing import Any
 from . import _deps as deps
 from ._errors import CacheWarning, UnhashableInputError
 from ._explain import KeyRecord, MissExplainer, describe_miss
+from ._flight import NotStored
 from ._format import format_size
 from ._hashing import IMMUTABLE_TYPES, MISSING, HashFuncs, Unhashable, combine, digest
 from ._identity import IdentityTokens, ResourceIndex
@@ -249,7 +250,12 @@ class CacheEngine:
         run = _Run(self, request, plan, compute, previous, on_miss, prepare, recorded)
         if refresh:
             run.reasons.append("refresh requested")
-        lookup = self._get_or_create(request, plan, run, refresh)
+        tiers_only = compute is _raise_not_cached  # peek: never compute, nor claim the key
+        try:
+            lookup = self._get_or_create(request, plan, run, refresh, tiers_only)
+        except (NotStored, _NotCached):
+            self._explainer.put_back(request.origin, previous)
+            raise
         entry = lookup.entry
         if request.dynamic:
             self.warn_once(
@@ -262,7 +268,7 @@ class CacheEngine:
         # found again in a tier (the store checks the dependencies of hits from memory itself)
         unchecked = lookup.hit and entry is not None and entry.dependencies and not run.checked
         if unchecked and entry is not None and run.stale(entry.dependencies) is not None:
-            lookup = self._get_or_create(request, plan, run, True)
+            lookup = self._get_or_create(request, plan, run, True, tiers_only)
         produced, reasons = run.produced, run.reasons
         if request.kind == "resource" or request.persist:
             self._after_fetch(request, plan, lookup)
@@ -300,12 +306,14 @@ class CacheEngine:
                               process_state=process_state)  # fmt: skip
 
     def peek(self, request: Request, plan: Plan) -> Outcome | None:
-        """Serve a stored entry without computing anything; None when there is none to serve."""
-        if self.store.get(plan.key) is None:
+        """Serve a stored entry, from memory or (persisted data) from disk or the team store,
+        without computing anything; None when there is none to serve."""
+        persisted = request.kind == "data" and bool(request.persist)
+        if not persisted and self.store.get(plan.key) is None:
             return None
         try:
             return self.fetch(request, plan, _raise_not_cached)
-        except _NotCached:  # removed meanwhile, validate said no, or a dependency changed
+        except (_NotCached, NotStored):  # not there, removed meanwhile, validate said no, or stale
             return None
 
     def load(self, kind: Kind, stored: Any) -> Any:
@@ -333,7 +341,9 @@ class CacheEngine:
         warnings.warn(message, CacheWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ internals
-    def _get_or_create(self, request: Request, plan: Plan, run: _Run, refresh: bool) -> Lookup:
+    def _get_or_create(
+        self, request: Request, plan: Plan, run: _Run, refresh: bool, tiers_only: bool = False
+    ) -> Lookup:
         __tracebackhide__ = True
         persist: Any = request.persist if request.kind == "data" else False  # the store checks it
         if persist:
@@ -355,6 +365,7 @@ class CacheEngine:
             dependencies=run.dependencies,
             stale=run.stale,
             persist=persist,
+            tiers_only=tiers_only,
         )
 
     def _persistence(self, persist: bool | str) -> bool | str:

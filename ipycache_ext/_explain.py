@@ -39,6 +39,14 @@ class MissExplainer:
         return previous
 
 
+    def put_back(self, origin: str, previous: KeyRecord | None) -> None:
+        """Undo ``remember`` (a look that served nothing must not hide why the run misses)."""
+        if previous is None:
+            self._last.pop(origin, None)
+        else:
+            self._last[origin] = previous
+
+
 def describe_miss(previous: KeyRecord | None, current: KeyRecord, removed_because: str | None) -> str:
     """Why ``current`` has to be computed, given the ``previous`` key of the same origin."""
     if previous is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._entry import Dependencies, Entry, Kind, Lookup, Where
 from ._errors import CacheWarning
 from ._events import StoreEvent
-from ._flight import Flight
+from ._flight import Flight, NotStored
 from ._format import format_size
 from ._table import Removed
 from ._tier import Restored
@@ -43,6 +43,7 @@ class MissRequest:
     inputs: Mapping[str, str]
     where: Where | None
     refresh: bool
+    tiers_only: bool = False  # look in the tiers, never compute: NotStored when not there
 
 
 class Filler:
@@ -79,12 +80,16 @@ class Filler:
         store = self._store
         tier, where = store._tier, request.where
         if tier is None or where is None:
+            if request.tiers_only:
+                raise NotStored
             return self._compute(key, create, request)
         restored = None if request.refresh else tier.load(key, where, store._timer())
         if restored is not None:
             return self._keep(
                 key, request, restored.value, restored.size, restored.compute_seconds, restored=restored
             )
+        if request.tiers_only:
+            raise NotStored
         with tier.claim(key, where, store._timer()) as claimed:
             if claimed is not None and not request.refresh:  # another kernel computed it meanwhile
                 return self._keep(

@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from ._entry import Lookup
 
 
+class NotStored(Exception):
+    """A look in memory and the persistent tiers only (``tiers_only``) found nothing: the
+    caller computes by itself (an awaited computation can't run inside the store)."""
+
+
 class Flight:
     """One computation in progress; callers of the same key wait on it."""
 

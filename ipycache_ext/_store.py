@@ -40,7 +40,7 @@ from ._errors import CacheWarning
 from ._events import StoreEvent, Subscribers
 from ._expiry import ExpiryThread
 from ._fill import Filler, MissRequest
-from ._flight import Flight, Flights
+from ._flight import Flight, Flights, NotStored
 from ._serialize import held_bytes
 from ._stats import CacheStats, Counters
 from ._table import EntryTable, Removed
@@ -267,6 +267,7 @@ class CacheStore:
         persist: bool | Where = False,
         dependencies: Dependencies | Callable[[], Dependencies] | None = None,
         stale: Callable[[Dependencies], str | None] | None = None,
+        tiers_only: bool = False,
     ) -> Lookup:
         """Return the live entry for ``key`` or create it with ``create() -> (value, size)``.
 
@@ -281,6 +282,8 @@ class CacheStore:
         ``persist`` (data only; True means "disk") looks for the key in the persistent
         tiers before creating it (and claims it there while computing), and saves what it
         creates there, even a result too large to keep in memory.
+        ``tiers_only`` serves the key from memory or the persistent tiers and raises
+        ``NotStored`` instead of creating it (for a caller that must compute by itself).
         """
         __tracebackhide__ = True  # pytest and IPython leave this frame out of tracebacks
         if kind not in KINDS:
@@ -322,7 +325,10 @@ class CacheStore:
                     return looked
                 continue  # removed between the look and the hit: look again
             if flight is not None and not owner:
-                lookup = flight.outcome()
+                try:
+                    lookup = flight.outcome()
+                except NotStored:  # the owner only looked in the tiers: look again
+                    continue
                 if lookup.entry is not None:
                     shared = self._record_hit(key)
                     if shared is not None:
@@ -341,6 +347,7 @@ class CacheStore:
                 inputs=dict(inputs or {}),
                 where=where if self._tier is not None else None,
                 refresh=refresh,
+                tiers_only=tiers_only,
             )
             return self._filler.fly(key, create, flight, request)
 

@@ -446,3 +446,32 @@ def test_every_awaiter_of_one_computation_depends_on_what_it_read(cached: CacheS
     assert run(both()) == ["A1", "B1"]
     source.write_text("2")
     assert run(both()) == ["A2", "B2"]
+
+
+def test_a_persisted_async_result_is_found_again_by_a_new_kernel_without_running_the_body(
+    tmp_path: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipycache_ext._persist import DiskCache, StorePersistence
+
+    from .test_decorators import define
+
+    calls: list[int] = []
+
+    def kernel() -> Any:
+        """A fresh store on the same disk, as after a restart, and the function defined anew."""
+        store = CacheStore(timer=clock)
+        store.persistence = StorePersistence(DiskCache.in_directory(tmp_path / "cache", timer=clock))
+        monkeypatch.setattr(cache_data, "store", store)
+        namespace = define(
+            "@cache_data(persist='disk')\n"
+            "async def load(n, _calls):\n    _calls.append(n)\n    return list(range(n))"
+        )
+        return store, namespace["load"]
+
+    store, load = kernel()
+    assert run(load(3, calls)) == [0, 1, 2] and calls == [3]
+    store, load = kernel()
+    assert run(load(3, calls)) == [0, 1, 2] and calls == [3]  # from disk: the body did not run
+    assert store.stats().hits == 1 and store.stats().misses == 0
+    assert run(load(4, calls)) == [0, 1, 2, 3] and calls == [3, 4]  # not on disk: computed
+    assert store.stats().misses == 1
