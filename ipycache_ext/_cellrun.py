@@ -132,7 +132,20 @@ def run_cell(
             for n in cell.outputs
             if n in namespace and (n in cell.definite or namespace[n] is not before[n])
         }
-    deleted = tuple(n for n in cell.outputs if before.get(n, MISSING) is not MISSING and n not in namespace)
+    # Gone at the end: deleted; also a name the cell deletes on every path (`tmp = ...` then a
+    # top-level `del tmp`) while it was absent before: a real run leaves it absent either way.
+    always_deleted = {
+        target.id
+        for statement in tree.body
+        if isinstance(statement, ast.Delete)
+        for target in statement.targets
+        if isinstance(target, ast.Name)
+    }
+    deleted = tuple(
+        n
+        for n in cell.outputs
+        if n not in namespace and (before.get(n, MISSING) is not MISSING or n in always_deleted)
+    )
     if not cell.explicit:
         dynamic, gone = namespace_changes(everything, namespace, _skipped(shell, cell.outputs))
         bindings.update(dynamic)

@@ -468,6 +468,30 @@ def test_a_name_deleted_by_the_cell_is_deleted_on_a_hit(shell: InteractiveShell,
     assert shell.user_ns["total"] == 2
 
 
+def test_a_name_bound_then_deleted_is_gone_after_a_hit_even_if_it_was_absent_when_computed(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    shell.user_ns.pop("tmp", None)
+    cell = "%%cache_data\ntmp = 5\nres = tmp * 2\ndel tmp"
+    run(shell, cell)
+    shell.user_ns["tmp"] = 1  # another cell binds it
+    run(shell, cell)
+    assert store.stats().hits == 1
+    assert "tmp" not in shell.user_ns and shell.user_ns["res"] == 10  # as a real run leaves it
+
+
+def test_a_name_bound_on_one_path_only_is_left_alone_by_a_hit_of_the_other(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    shell.user_ns.update(flag=False)
+    shell.user_ns.pop("maybe", None)
+    cell = "%%cache_data\nif flag:\n    maybe = 1\nres = 2"
+    run(shell, cell)
+    shell.user_ns["maybe"] = "mine"
+    run(shell, cell)
+    assert store.stats().hits == 1 and shell.user_ns["maybe"] == "mine"  # a real run keeps it too
+
+
 def test_a_cell_reading_a_cached_resource_is_keyed_by_that_resource(shell: InteractiveShell) -> None:
     resource = "%%cache_resource\nimport sqlite3\nconn = sqlite3.connect(':memory:', check_same_thread=False)"
     run(shell, resource)
