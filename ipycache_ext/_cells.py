@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
 import keyword
 import sys
+import tokenize
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ class PreparedCell:
     validate: Callable[[CellResult], Any] | None
     dynamic: str | None = None  # how the cell may read variables by name at run time (exec, globals()...)
     group: str = ""  # the entries of this cell and NAME list (what --max-entries counts)
+    quiet: bool = False  # the cell ends with `;`: its value is not shown, nor kept in Out
 
 
 class CachedCells:
@@ -108,6 +111,7 @@ class CachedCells:
             validate=self._validator(options.validate) if options.validate else None,
             dynamic=dynamic,
             group=combine([("kind", kind), ("code", analysis.code_digest), ("options", options_digest)]),
+            quiet=ends_with_semicolon(source),
         )
         self._prepared[memo_key] = prepared
         while len(self._prepared) > _PREPARED_MEMORY:
@@ -386,3 +390,17 @@ def parse_options(
         validate=getattr(args, "validate", None) or None,
         depends_on=tuple(getattr(args, "depends_on", None) or ()),
     )
+
+
+def ends_with_semicolon(source: str) -> bool:
+    """Whether the last token of ``source`` is ``;``, as IPython silences a cell's value."""
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    skipped = (tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.DEDENT)
+    for token in reversed(tokens):
+        if token.type not in skipped:
+            return token.type == tokenize.OP and token.string == ";"
+    return False

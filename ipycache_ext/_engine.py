@@ -15,6 +15,7 @@ into their own way of saying it (a one-line ``UsageError``, an exception).
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -115,6 +116,7 @@ class Outcome:
     key: str
     reason: str | None = None  # why it was computed (None on a hit)
     stored: Any = None  # what the store keeps (a pickle for data): ``CacheEngine.load`` copies it
+    seconds: float = 0.0  # how long computing (and preparing) took in this call: 0 on a hit
 
 
 class _Context:
@@ -274,7 +276,9 @@ class CacheEngine:
             self._after_fetch(request, plan, lookup)
         if produced and not copy_computed:
             reason = reasons[-1] if reasons else None
-            return Outcome(produced[0], False, True, lookup.entry, plan.key, reason, lookup.value)
+            return Outcome(
+                produced[0], False, True, lookup.entry, plan.key, reason, lookup.value, run.seconds
+            )
         try:
             value = self.load(request.kind, lookup.value)
         except Exception as exc:  # stored, but no longer loads (a class it needs moved, say)
@@ -292,7 +296,9 @@ class CacheEngine:
         if lookup.hit and lookup.entry is not None and lookup.entry.dependencies:
             deps.replay_effects(_dependencies(lookup.entry))
         reason = None if lookup.hit else (reasons[-1] if reasons else None)
-        return Outcome(value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value)
+        return Outcome(
+            value, lookup.hit, bool(produced), lookup.entry, plan.key, reason, lookup.value, run.seconds
+        )
 
     def recording(
         self, request: Request, *, process_state: bool = True
@@ -417,7 +423,7 @@ class _Run:
     """One fetch's computation: why it runs, what it read, what it produced."""
 
     __slots__ = ("_compute", "_engine", "_given", "_on_miss", "_plan", "_prepare", "_previous",
-                 "_request", "checked", "produced", "reasons", "recorded")  # fmt: skip
+                 "_request", "checked", "produced", "reasons", "recorded", "seconds")  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - one call site, in order
         self,
@@ -437,6 +443,7 @@ class _Run:
         self.produced: list[Any] = []
         self.recorded: list[tuple[Any, ...]] = []
         self.checked = False  # the store asked stale() about a hit
+        self.seconds = 0.0  # how long create() took, when it ran
 
     def reason(self) -> str | None:
         return self.reasons[-1] if self.reasons else None
@@ -464,6 +471,7 @@ class _Run:
             self.reasons.append(reason)
         if self._on_miss is not None:
             self._on_miss(self.reasons[-1], previous is not None or known)
+        started = time.perf_counter()
         if self._given is not None:  # computed by the caller, inside engine.recording()
             value = self._compute()
             self.recorded.append(self._given)
@@ -473,7 +481,9 @@ class _Run:
             self.recorded.append(recording.dependencies())
         self.produced.append(value)
         prepare = self._prepare or self._engine._prepare_default(request.kind)
-        return prepare(value)
+        prepared = prepare(value)
+        self.seconds = time.perf_counter() - started
+        return prepared
 
 
 class _NotCached(Exception):

@@ -387,7 +387,7 @@ class CacheMagics(Magics):
             error.__cause__ = exc
         else:
             self._publish_status(kind, line, cell, outcome)
-            return outcome.value.value
+            return None if prepared.quiet else outcome.value.value
         raise error  # outside the except blocks: no "during handling..." chain of ours
 
     def _options(self, kind: Kind, line: str) -> CellOptions:
@@ -419,7 +419,8 @@ class CacheMagics(Magics):
         entry = outcome.entry
         publish_status(
             self._shell, self.store, outcome.key, hit=outcome.hit, entry=entry,
-            compute_seconds=entry.compute_seconds if entry is not None else 0.0, recompute=recompute,
+            compute_seconds=entry.compute_seconds if entry is not None else outcome.seconds,
+            recompute=recompute,
         )  # fmt: skip
 
     @property

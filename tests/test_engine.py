@@ -192,3 +192,27 @@ def test_immutable_inputs_remembered_by_identity_keep_their_own_digest(store: Ca
     for number in range(3 * _engine._ATOM_MEMORY):
         engine.digest_outside("n", float(number))
     assert len(engine._atoms) <= _engine._ATOM_MEMORY
+
+
+def test_an_outcome_says_how_long_its_computation_took_even_when_nothing_was_kept(store: CacheStore) -> None:
+    """The cell status of a result too large to keep says "computed in …", not "0ms"."""
+    import time
+
+    import numpy as np
+
+    engine = CacheEngine(store)
+    store.memory_budget = 1024  # nothing of 8 MB fits
+
+    def slow() -> Any:
+        time.sleep(0.05)
+        return np.ones(1_000_000)
+
+    request = _request()
+    with pytest.warns(RuntimeWarning, match="larger than the whole memory budget"):
+        outcome = engine.fetch(request, engine.plan(request), slow)
+    assert outcome.computed and outcome.entry is None and outcome.seconds >= 0.05
+    kept = _request(code="other")
+    store.memory_budget = 10**9
+    first = engine.fetch(kept, engine.plan(kept), lambda: 1)
+    hit = engine.fetch(kept, engine.plan(kept), lambda: 1)
+    assert first.seconds > 0 and hit.hit and hit.seconds == 0.0

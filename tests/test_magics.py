@@ -492,6 +492,17 @@ def test_a_name_bound_on_one_path_only_is_left_alone_by_a_hit_of_the_other(
     assert store.stats().hits == 1 and shell.user_ns["maybe"] == "mine"  # a real run keeps it too
 
 
+@pytest.mark.parametrize("ending", ["v;", "v;  # done", "v ;\n\n"])
+def test_a_trailing_semicolon_silences_the_value_on_a_miss_and_a_hit(
+    shell: InteractiveShell, store: CacheStore, ending: str
+) -> None:
+    cell = "%%cache_data\nv = 4\n" + ending
+    assert run(shell, cell) is None and store.stats().misses == 1
+    assert run(shell, cell) is None and store.stats().hits == 1
+    assert shell.user_ns["v"] == 4
+    assert run(shell, "%%cache_data\nv = 4\nv") == 4  # without it, the value is shown
+
+
 def test_a_cell_reading_a_cached_resource_is_keyed_by_that_resource(shell: InteractiveShell) -> None:
     resource = "%%cache_resource\nimport sqlite3\nconn = sqlite3.connect(':memory:', check_same_thread=False)"
     run(shell, resource)
