@@ -13,11 +13,10 @@ seconds (Streamlit's figure), or until the entry is computed anew.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable
 
 from ._engine import Outcome
-from ._errors import CacheWarning
+from ._errors import warn
 from ._store import CacheStore, EntryInfo
 
 __all__ = ["FAILURE_COOLDOWN", "BackgroundRefresher"]
@@ -53,7 +52,7 @@ class BackgroundRefresher:
                 retry_after, message = failed
                 self._failed[key] = (retry_after, "")
                 if message:
-                    warnings.warn(message, CacheWarning, stacklevel=4)
+                    warn(message)
                 if store.now() < retry_after:
                     return
                 del self._failed[key]

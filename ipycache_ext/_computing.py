@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextvars
 import inspect
 import threading
-import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from ._decorator_options import DecoratorOptions
-from ._errors import CacheError, CacheWarning, UnserializableResultError
+from ._errors import CacheError, UnserializableResultError, warn
 from ._serialize import serialize
 from ._spinner import Spinner
 from ._store import CacheStore, EntryInfo
@@ -235,12 +234,10 @@ def enforce_max_size(store: CacheStore, kept: EntryInfo, max_size: int, name: st
             doomed.add(entry.key)
             total -= entry.size or 0
     if (kept.size or 0) > max_size:
-        warnings.warn(
+        warn(
             f"the result of {name}() takes {kept.size} bytes, more than its max_size of {max_size} "
             "bytes: it is kept alone (the function's other entries were dropped) until the next "
             "result replaces it. Raise max_size to keep more.",
-            CacheWarning,
-            stacklevel=4,
         )
     return store.delete_where(lambda e: e.key in doomed, "evicted") if doomed else 0
 
@@ -255,6 +252,6 @@ def release_unused(options: DecoratorOptions, value: Any, label: str) -> None:
     try:
         options.on_release(value)
     except Exception as exc:
-        warnings.warn(
-            f"on_release for {label!r} raised {type(exc).__name__}: {exc}", CacheWarning, stacklevel=3
+        warn(
+            f"on_release for {label!r} raised {type(exc).__name__}: {exc}",
         )

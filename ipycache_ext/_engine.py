@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -25,7 +24,7 @@ from typing import Any
 
 # The dynamic-dependency layer: files read, listings, random state, environment, namespace.
 from . import _deps as deps
-from ._errors import CacheWarning, UnhashableInputError
+from ._errors import UnhashableInputError, warn
 from ._explain import KeyRecord, MissExplainer, describe_miss
 from ._flight import NotStored
 from ._format import format_size
@@ -285,11 +284,9 @@ class CacheEngine:
             if produced or request.kind != "data":
                 raise
             self.store.delete_where(lambda e: e.key == plan.key, "invalid")  # from disk too
-            warnings.warn(
+            warn(
                 f"the cached result of {request.label} could not be loaded ({type(exc).__name__}: "
                 f"{exc}); it was dropped and computed again",
-                CacheWarning,
-                stacklevel=2,
             )
             return self.fetch(request, plan, compute, refresh=True, on_miss=on_miss,
                               copy_computed=copy_computed, prepare=prepare, recorded=recorded)  # fmt: skip
@@ -344,7 +341,7 @@ class CacheEngine:
             if (origin, what) in self._warned:
                 return
             self._warned.add((origin, what))
-        warnings.warn(message, CacheWarning, stacklevel=3)
+        warn(message)
 
     # ------------------------------------------------------------------ internals
     def _get_or_create(

@@ -12,11 +12,33 @@ person reading it is in the middle of a notebook and wants to carry on, not debu
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 
 class CacheWarning(RuntimeWarning):
     """Something about caching could not be done as asked (a tier failed, an entry was
     refused, an input is keyed by identity...); the computation itself goes on. A
     ``RuntimeWarning``, so filters on that still apply; filter on this one for the cache's own."""
+
+
+# Frames a warning is not attributed to: ours, the notebook machinery that calls a cell
+# magic, and context managers. A warning then points at the user's own line (the cell's, or
+# the call of a cached function), not at one of ours, whatever path led to it.
+_NOT_THE_CALLER = ("ipycache_ext", "IPython", "ipykernel", "contextlib")
+
+
+def warn(message: str) -> None:
+    """Warn with a ``CacheWarning`` attributed to the first frame outside the cache."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None:
+        name = frame.f_globals.get("__name__")
+        if not (isinstance(name, str) and name.partition(".")[0] in _NOT_THE_CALLER):
+            break
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, CacheWarning, stacklevel=level + 1)
 
 
 class CacheError(Exception):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from ._entry import Kind
-from ._errors import CacheWarning
+from ._errors import warn
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +52,6 @@ class Subscribers:
             try:
                 callback(event)
             except Exception as exc:  # a broken listener must not break caching
-                warnings.warn(
+                warn(
                     f"cache event listener {callback!r} raised {type(exc).__name__}: {exc}",
-                    CacheWarning,
-                    stacklevel=2,
                 )

@@ -10,13 +10,12 @@ memory: that is where disk matters most) and finally lets the flight's waiters g
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._entry import Dependencies, Entry, Kind, Lookup, Where
-from ._errors import CacheWarning
+from ._errors import warn
 from ._events import StoreEvent
 from ._flight import Flight, NotStored
 from ._format import format_size
@@ -200,10 +199,8 @@ class Filler:
             if written
             else ""
         )
-        warnings.warn(
+        warn(
             f"{entry.label!r}: the result ({format_size(entry.size)}) is larger than the whole memory "
             f"budget ({format_size(store._table.memory_budget)}), so it was not cached in memory{where}. "
             "Raise the store's memory_budget to keep it in memory.",
-            CacheWarning,
-            stacklevel=5,
         )

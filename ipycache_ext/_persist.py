@@ -28,7 +28,7 @@ from typing import Any
 
 from ._claim import claim as _claim
 from ._envelope import FORMAT_VERSION, MAGIC, EntryHeader
-from ._errors import CacheWarning
+from ._errors import warn
 from ._serialize import SerializedValue
 from ._signed_cache import DEFAULT_DISK_BUDGET, ENV_CACHE_DIR, SignedCache, default_cache_dir
 from ._signing import load_or_create_key, private_directory, whoami
@@ -237,11 +237,9 @@ def open_persistence(
     try:
         disk = SignedCache.in_directory(directory, budget=budget, timer=timer)
     except OSError as exc:
-        warnings.warn(
+        warn(
             f"persistence is off: {exc}. Entries stay in memory; choose a directory you own with "
             f"{ENV_CACHE_DIR} or the cache_dir setting",
-            CacheWarning,
-            stacklevel=3,
         )
         return None
     tiers = StorePersistence(disk, _open_team(team, timer))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -37,7 +36,7 @@ from ._envelope import (
     open_sealed,
     seal,
 )
-from ._errors import CacheWarning
+from ._errors import warn
 from ._landing import Landing
 from ._serialize import SerializedValue, pread_all
 from ._signing import HmacSigner, Signer, Verifier, load_or_create_key
@@ -118,11 +117,9 @@ class SignedCache:
         except BackendUnavailable:
             raise  # the caller's breaker says it once
         except OSError as exc:
-            warnings.warn(
+            warn(
                 f"could not persist {sealed.label!r} to {self._where()} ({_reason(exc)}); "
                 "it stays cached in memory for this kernel",
-                CacheWarning,
-                stacklevel=3,
             )
             return False
         self._held[sealed.key] = sealed.generation
@@ -287,7 +284,7 @@ class SignedCache:
             if (key, message) in self._reported:
                 return
             self._reported.add((key, message))
-        warnings.warn(message, CacheWarning, stacklevel=5)
+        warn(message)
 
     def _remove(self, key: str, tag: str | None = None) -> bool:
         self._held.pop(key, None)
@@ -296,11 +293,9 @@ class SignedCache:
         except IsADirectoryError:
             return False  # said when it was found (a directory is never read as an entry)
         except OSError as exc:
-            warnings.warn(
+            warn(
                 f"could not remove the cached file for key {key[:12]} ({_reason(exc)}): other kernels "
                 "will still find the old value until it is removed",
-                CacheWarning,
-                stacklevel=4,
             )
             return False
         return True

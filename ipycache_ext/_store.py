@@ -31,12 +31,11 @@ import numbers
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._entry import KINDS, Dependencies, Entry, EntryInfo, Kind, Lookup, Where
-from ._errors import CacheWarning
+from ._errors import warn
 from ._events import StoreEvent, Subscribers
 from ._expiry import ExpiryThread
 from ._fill import Filler, MissRequest
@@ -359,11 +358,9 @@ class CacheStore:
         try:
             ok = bool(validate(value))
         except Exception as exc:  # a validate hook that raises means "not valid"
-            warnings.warn(
+            warn(
                 f"validate for {entry.label!r} raised {type(exc).__name__}: {exc}; "
                 "the entry is released and recomputed",
-                CacheWarning,
-                stacklevel=4,
             )
             ok = False
         if not ok:
@@ -459,7 +456,7 @@ class CacheStore:
             try:
                 close_tiers()
             except Exception as exc:  # shutting down: say it, don't raise
-                warnings.warn(f"closing the persistent tiers failed: {exc}", CacheWarning, stacklevel=2)
+                warn(f"closing the persistent tiers failed: {exc}")
 
     def _remove_where(self, predicate: Callable[[Entry], bool], reason: str) -> int:
         removed: Removed = []
@@ -509,10 +506,8 @@ class CacheStore:
                     try:
                         entry.on_release(entry.value)
                     except Exception as exc:  # one bad hook must not skip the others
-                        warnings.warn(
+                        warn(
                             f"on_release for {entry.label!r} raised {type(exc).__name__}: {exc}",
-                            CacheWarning,
-                            stacklevel=2,
                         )
                 except BaseException as exc:
                     if pending is None:

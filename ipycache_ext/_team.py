@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._envelope import EntryHeader
-from ._errors import CacheWarning
+from ._errors import warn
 from ._persist import SignedCache
 from ._serialize import SerializedValue
 from ._signing import Ed25519Signer, TrustedSigners, read_trusted
@@ -100,11 +99,9 @@ class TeamTier:
         self._down_until = self._clock() + self.settings.retry_after
         if not self._said_down:
             self._said_down = True
-            warnings.warn(
+            warn(
                 f"the team cache at {redacted(self.settings.url)} can't be reached ({exc}); working from "
                 f"memory and the local disk, trying again every {self.settings.retry_after:.0f} s",
-                CacheWarning,
-                stacklevel=4,
             )
 
     def _ok(self) -> None:
@@ -177,10 +174,8 @@ def open_team(settings: TeamSettings, *, timer: Callable[[], float] = time.time)
             settings.url, namespace=settings.namespace, socket_timeout=settings.socket_timeout
         )
     except (OSError, ValueError, ImportError) as exc:
-        warnings.warn(
+        warn(
             f"the team cache is off: {exc}. Entries stay in memory and on the local disk",
-            CacheWarning,
-            stacklevel=3,
         )
         return None
     return TeamTier(backend, signer, TrustedSigners(trusted), settings=settings, timer=timer)

@@ -10,14 +10,13 @@ operation and the exception's type) for the life of the store, and counts as a m
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._entry import EntryInfo, Where
-from ._errors import CacheWarning
+from ._errors import warn
 from ._progress import progress
 
 # Removals after which a persisted entry must not be found again in a tier. Not "evicted"
@@ -152,9 +151,7 @@ class Tier:
             if kind in self._warned:
                 return
             self._warned.add(kind)
-        warnings.warn(
+        warn(
             f"the persistent cache could not {operation} {what} ({type(exc).__name__}: {exc}); "
             f"{consequence}. Further {operation} failures like this one are not reported.",
-            CacheWarning,
-            stacklevel=4,
         )

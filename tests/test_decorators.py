@@ -1088,3 +1088,21 @@ def test_wrong_arguments_are_the_usual_type_error_naming_the_function(cached: Ca
     with pytest.raises(TypeError, match=r"^load\(\) too many positional arguments$"):
         load(1, 2, 3)  # type: ignore[call-arg]
     assert load(1) == 2 and cached.stats().misses == 1  # nothing was cached for the wrong calls
+
+
+def test_a_cache_warning_of_a_cached_call_points_at_the_call(cached: CacheStore) -> None:
+    import warnings
+
+    from ipycache_ext import CacheWarning
+
+    cached.memory_budget = 1024
+
+    @cache_data
+    def big() -> bytes:
+        return b"x" * 100_000
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        big()
+    (warning,) = [w for w in caught if issubclass(w.category, CacheWarning)]
+    assert warning.filename == __file__  # this line, not one of the cache's

@@ -736,3 +736,20 @@ def test_the_team_store_set_in_the_configuration_is_used(store: CacheStore, tmp_
     finally:
         ipycache_ext.unload_ipython_extension(ip)
         ip.config.pop("CacheMagics", None)
+
+
+def test_a_cache_warning_points_at_the_users_cell_not_at_our_code(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    import warnings
+
+    from ipycache_ext import CacheWarning
+
+    store.memory_budget = 1024
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(shell, "%%cache_data\nimport numpy as np\nbig = np.ones(100_000)")
+    (warning,) = [w for w in caught if issubclass(w.category, CacheWarning)]
+    assert "larger than the whole memory budget" in str(warning.message)
+    assert "ipycache_ext" not in warning.filename and "IPython" not in warning.filename
+    assert warning.filename.startswith("<ipython-input-")  # the cell's own code
