@@ -38,7 +38,6 @@ class MissExplainer:
             self._last.popitem(last=False)
         return previous
 
-
     def put_back(self, origin: str, previous: KeyRecord | None) -> None:
         """Undo ``remember`` (a look that served nothing must not hide why the run misses)."""
         if previous is None:
