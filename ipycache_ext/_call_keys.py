@@ -66,6 +66,8 @@ class CallKeys:
             dynamic=_dynamic_global_reads(func),
             namespace=getattr(func, "__globals__", None),
             narrow_hint="Pass what it reads as arguments instead.",
+            identity_hint=f"Say what identifies it with @{decorator}(hash_funcs=...), or make it a "
+            "cached resource, to find it again.",
         )
 
     @property
@@ -142,7 +144,7 @@ class CallKeys:
         return [name for name, value in now.items() if before.get(name) != value]
 
     def _unhashable_argument(self, name: str, value: Any, exc: Unhashable) -> UnhashableInputError:
-        type_text = type_name(type(value))
+        type_text = type_name(exc.value_type)  # the part that can't be hashed: a lock in a list
         hash_func = getattr(exc, "func", None)  # a HashFuncError: the user's hash function raised
         if hash_func is not None:
             func_name = getattr(hash_func, "__qualname__", None) or repr(hash_func)

@@ -150,6 +150,8 @@ class CachedCells:
             namespace=self.shell.user_ns,
             exclude=options.ignore | frozenset(self.shell.user_ns_hidden),
             narrow_hint="Leave variables that don't matter out with --ignore NAME.",
+            identity_hint="If it doesn't change the result, leave it out with --ignore NAME; if it "
+            "is a connection or a model, create it in a %%cache_resource cell.",
         )
         plan = self.engine.plan(request)
 

@@ -84,6 +84,8 @@ class Request:
     namespace: Mapping[str, Any] | None = None
     exclude: frozenset[str] = frozenset()
     narrow_hint: str = ""
+    # how to say what identifies a value keyed by identity, in the front end's own terms
+    identity_hint: str = "Make its value hashable, or make it a cached resource, to find it again."
     # Values read from outside that are not inputs by name (a function's globals): the files
     # behind them (a sqlite connection's database, an open file, a lazy frame) are dependencies.
     sources: tuple[Any, ...] = ()
@@ -399,8 +401,7 @@ class CacheEngine:
                 request.origin,
                 "identity-persist",
                 f"{request.label}: {names} can't be hashed and is keyed by its identity, so the "
-                "persisted entry can't be found again after a restart. Say what identifies it with "
-                "hash_funcs (or make it a cached resource) to find it again.",
+                f"persisted entry can't be found again after a restart. {request.identity_hint}",
             )
 
     @staticmethod

@@ -282,6 +282,17 @@ def test_parameters_with_a_leading_underscore_are_not_hashed(cached: CacheStore)
     assert cached.stats().misses == 1
 
 
+def test_an_argument_holding_an_unhashable_part_suggests_hash_funcs_for_it(cached: CacheStore) -> None:
+    @cache_data
+    def g(items: list[object]) -> int:
+        return len(items)
+
+    with pytest.raises(UnhashableInputError) as caught:
+        g([1, threading.Lock()])
+    message = str(caught.value)
+    assert "hash_funcs={_thread.lock:" in message and "hash_funcs={list" not in message
+
+
 def test_an_unhashable_argument_names_the_parameter_its_type_and_the_ways_out(cached: CacheStore) -> None:
     @cache_data
     def query(sql: str, conn: object) -> str:
