@@ -13,6 +13,7 @@ import ast
 import builtins
 import io
 import keyword
+import re
 import sys
 import tokenize
 from collections import OrderedDict
@@ -229,9 +230,21 @@ class CachedCells:
                 continue
             value = namespace[name]
             if name in hidden and hidden[name] is value:
+                if _OUTPUT_HISTORY.fullmatch(name):
+                    self._history_read(name)
                 continue  # IPython's own In, Out, get_ipython, exit...
             values[name] = value
         return values
+
+    def _history_read(self, name: str) -> None:
+        """``_``, ``Out[3]``: IPython's history moves on every cell, so it is no input; say so."""
+        self.engine.warn_once(
+            f"history:{name}",
+            "history",
+            f"the cell reads `{name}`, IPython's output or input history, which is not part of its "
+            "key: a hit gives the result computed from what it held then. Bind it to a name of "
+            f"your own in a cell of its own (value = {name}) and read that instead.",
+        )
 
     def _validator(self, expression: str) -> Callable[[CellResult], Any]:
         try:
@@ -345,6 +358,8 @@ def _changed_in_place(tree: ast.Module) -> set[str]:
     return names
 
 
+# IPython's history names: _, __, ___, _7 (Out[7]), _i, _ii, _iii, _i7 (In[7]), In, Out...
+_OUTPUT_HISTORY = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|_oh|_ih|_dh|In|Out")
 _ONE_VALUE = ("--ignore", "--depends-on")  # repeated options that take one value each
 
 

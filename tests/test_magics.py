@@ -753,3 +753,17 @@ def test_a_cache_warning_points_at_the_users_cell_not_at_our_code(
     assert "larger than the whole memory budget" in str(warning.message)
     assert "ipycache_ext" not in warning.filename and "IPython" not in warning.filename
     assert warning.filename.startswith("<ipython-input-")  # the cell's own code
+
+
+def test_reading_ipythons_output_history_warns_that_it_is_not_part_of_the_key(
+    shell: InteractiveShell, store: CacheStore
+) -> None:
+    run(shell, "10")
+    with pytest.warns(RuntimeWarning, match=r"reads `_`, IPython's output or input history.*value = _"):
+        run(shell, "%%cache_data\ny = _ * 2")
+    assert shell.user_ns["y"] == 20
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(shell, "%%cache_data\nz = 3")  # a cell that reads no history says nothing
