@@ -7,14 +7,20 @@ their 4 MiB pieces, in order. The frame depends on the length alone, so it stays
 unambiguous and is the same on every machine, whatever the number of threads that
 computed it. xxhash releases the GIL while it hashes a piece, so pieces are hashed by one
 thread per core, each taking chunks of pieces from one queue (a busy core does fewer).
+Several buffers that make one logical stream (an Arrow column's chunks) are framed as the
+one buffer they would be joined (``feed_parts``), without joining them.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import os
 import struct
 import sys
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +72,6 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _piece_digests(view: memoryview, first: int, last: int) -> bytes:
-    return b"".join(xxhash.xxh3_128(view[i * PIECE : (i + 1) * PIECE]).digest() for i in range(first, last))
-
-
 def feed_blob(h: Any, data: bytes | memoryview) -> None:
     """Frame ``data`` into hasher ``h``: its length, then its bytes (or its pieces' digests).
 
@@ -90,16 +92,101 @@ def feed_blob(h: Any, data: bytes | memoryview) -> None:
     h.update(known)
 
 
+def feed_parts(h: Any, parts: Iterable[Any]) -> None:
+    """Frame the concatenation of ``parts`` (buffers) exactly as ``feed_blob`` frames one
+    buffer holding them, without joining them: equal data split differently hashes alike.
+
+    Used for Arrow columns, whose chunking is an artefact of how they were built. A piece
+    that spans parts is hashed by streaming its slices into one hasher (xxh3's streaming
+    digest equals its one-shot digest), so no part is copied (a ``ZeroedSlots`` part makes
+    its pieces as asked); every piece, spanning or not, is hashed by the pool. One buffer
+    alone goes through ``feed_blob`` (so a mapped range's known digests are used).
+    """
+    views = [part if isinstance(part, ZeroedSlots) else _bytes_view(part) for part in parts]
+    views = [view for view in views if view.nbytes]
+    if not views:
+        feed_blob(h, b"")
+        return
+    first = views[0]
+    if len(views) == 1 and isinstance(first, memoryview):
+        feed_blob(h, first)
+        return
+    total = sum(view.nbytes for view in views)
+    h.update(_U64.pack(total))
+    if total < PARALLEL_MIN:
+        for view in views:
+            h.update(view[0 : view.nbytes])
+        return
+    h.update(_stream_digests(views, total))
+
+
+class ZeroedSlots:
+    """A buffer of fixed-width values read with some slots as zeros, a range at a time.
+
+    Hashing asks for at most a piece (4 MiB) at once, in the pool's threads, so zeroing
+    values under a column's null slots copies a piece at a time, never the column.
+    """
+
+    def __init__(self, data: memoryview, width: int, slots: Any) -> None:
+        self.data, self.width, self.slots = data, width, slots  # slots: sorted indices
+        self.nbytes = data.nbytes
+
+    def __getitem__(self, span: slice) -> Any:
+        np = sys.modules["numpy"]
+        start, stop, _ = span.indices(self.nbytes)
+        width = self.width
+        piece = np.frombuffer(self.data[start:stop], dtype=np.uint8).copy()
+        first, last = np.searchsorted(self.slots, [start // width, -(-stop // width)])
+        slots = self.slots[first:last]
+        if width in (1, 2, 4, 8) and start % width == 0 and piece.size % width == 0:
+            piece.view(f"u{width}")[slots - start // width] = 0  # whole slots (pieces are)
+            return piece
+        zeros = (slots[:, None] * width + np.arange(width)).ravel() - start
+        piece[zeros[(zeros >= 0) & (zeros < piece.size)]] = 0
+        return piece
+
+
+def _bytes_view(data: Any) -> memoryview:
+    """A flat byte view of any contiguous buffer (numpy array, Arrow buffer, bytes)."""
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _stream_digests(views: list[Any], total: int) -> bytes:
+    """The 4 MiB pieces' digests of the concatenation of ``views`` (non-empty ones)."""
+    starts = list(itertools.accumulate((view.nbytes for view in views), initial=0))
+
+    def digest_of(index: int) -> bytes:
+        begin, stop = index * PIECE, min((index + 1) * PIECE, total)
+        part = bisect.bisect_right(starts, begin) - 1
+        if stop <= starts[part + 1]:  # inside one part: its slice, as piece_digests would
+            return xxhash.xxh3_128(views[part][begin - starts[part] : stop - starts[part]]).digest()
+        hasher = xxhash.xxh3_128()
+        while begin < stop:
+            end = min(stop, starts[part + 1])
+            hasher.update(views[part][begin - starts[part] : end - starts[part]])
+            begin, part = end, part + 1
+        return hasher.digest()
+
+    return _digests(-(-total // PIECE), digest_of, None)
+
+
 def piece_digests(data: bytes | memoryview, threads: int | None = None) -> bytes:
     """The xxh3-128 digests of ``data``'s 4 MiB pieces, in order, hashed by the pool
     (``threads``: how many, default ``hash_threads()``; the digests never depend on it)."""
-    view = data if isinstance(data, memoryview) else memoryview(data)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    pieces = -(-view.nbytes // PIECE)
+    view = _bytes_view(data)
+
+    def digest_of(index: int) -> bytes:
+        return xxhash.xxh3_128(view[index * PIECE : (index + 1) * PIECE]).digest()
+
+    return _digests(-(-view.nbytes // PIECE), digest_of, threads)
+
+
+def _digests(pieces: int, digest_of: Callable[[int], bytes], threads: int | None) -> bytes:
+    """``digest_of(i)`` for every piece, joined in order, computed by up to ``threads`` threads."""
     workers = min(hash_threads() if threads is None else max(1, min(_MAX_THREADS, threads)), pieces)
     if workers <= 1:
-        return _piece_digests(view, 0, pieces)
+        return b"".join(map(digest_of, range(pieces)))
     # Threads take chunks of pieces from one queue rather than a fixed share each, so a
     # helper on a busy core hashes fewer of them instead of making everyone wait for it.
     chunks = iter(range(0, pieces, _CHUNK))
@@ -112,7 +199,7 @@ def piece_digests(data: bytes | memoryview, threads: int | None = None) -> bytes
                 first = next(chunks, None)
             if first is None:
                 return
-            found[first // _CHUNK] = _piece_digests(view, first, min(first + _CHUNK, pieces))
+            found[first // _CHUNK] = b"".join(map(digest_of, range(first, min(first + _CHUNK, pieces))))
 
     pool = _get_pool()
     helpers = [pool.submit(take) for _ in range(workers - 1)]
@@ -131,12 +218,11 @@ def walk_data(w: Walker, value: Any) -> bool:
             ndarray(w, value)
             return True
         if isinstance(value, np.generic):
-            w.tag(b"np.scalar")
-            w.text(value.dtype.str)
-            if value.dtype.hasobject:
-                w.walk(value.item())
-            else:
-                w.blob(value.tobytes())
+            _scalar(w, np, value)
+            return True
+        ma = sys.modules.get("numpy.ma")
+        if ma is not None and isinstance(value, ma.MaskedArray):
+            _masked(w, ma, value)
             return True
     pd = sys.modules.get("pandas")
     if pd is not None and _pandas(w, pd, value):
@@ -152,6 +238,11 @@ _VOLATILE = {
     "matplotlib.transforms.TransformNode": frozenset({"_parents", "_inverted"}),
     # pyplot's figure number and whether pyplot still holds it: which window, not what's drawn
     "matplotlib.figure.Figure": frozenset({"_number", "_restore_to_pylab"}),
+    # pandas' copy-on-write marks an array handed out as a view read-only (a sparse column
+    # of ``s.iloc[1:3]``): like a numpy array's writeable flag, not its values (pandas 3
+    # names the class by its public module)
+    "pandas.api.extensions.ExtensionArray": frozenset({"_readonly"}),
+    "pandas.core.arrays.base.ExtensionArray": frozenset({"_readonly"}),
 }
 
 
@@ -200,9 +291,44 @@ def library_stand_in(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ numpy
+def _scalar(w: Walker, np: Any, value: Any) -> None:
+    """A numpy scalar by its dtype and bytes; a structured one (``np.void``) as the 0-d
+    array it is an item of, so its field names and types count (its ``dtype.str`` is only
+    ``|V4``) and its padding doesn't."""
+    w.tag(b"np.scalar")
+    w.text(value.dtype.str)
+    if value.dtype.names is not None:
+        ndarray(w, np.asarray(value))
+    elif value.dtype.hasobject:
+        w.walk(value.item())
+    else:
+        w.blob(value.tobytes())
+
+
+def _masked(w: Walker, ma: Any, value: Any) -> None:
+    """A masked array by what it shows, not by its lazily filled attributes.
+
+    ``repr`` and ``filled()`` set ``_fill_value`` on first use and a pickle round trip
+    turns ``nomask`` into an array of False: so its class, data, mask (no masked item is
+    one frame, however stored), fill value (the property: the default when unset, as
+    ``repr`` would set it) and ``hardmask``. The data under the mask counts: ``.data`` is
+    public and results read it (``m.data.sum()``), so it is part of the value.
+    """
+    w.tag(b"np.ma")
+    w.walk(type(value))
+    w.walk(ma.getdata(value))
+    mask = ma.getmask(value)
+    if mask is ma.nomask or (mask.dtype.names is None and not mask.any()):
+        w.tag(b"nomask")
+    else:
+        w.walk(ma.getmaskarray(value))
+    w.walk(value.fill_value)
+    w.walk(bool(value.hardmask))
+
+
 def ndarray(w: Walker, array: Any) -> None:
     """dtype, shape, memory order (C or Fortran: ``ravel(order="K")``, ``tobytes("A")`` and
-    speed differ) and every byte."""
+    speed differ) and every byte (but a structured dtype's padding: see ``_padded``)."""
     np = sys.modules["numpy"]
     w.tag(b"ndarray")
     w.text(array.dtype.str if array.dtype.fields is None else repr(array.dtype.descr))
@@ -217,8 +343,33 @@ def ndarray(w: Walker, array: Any) -> None:
             for item in items:
                 w.walk(item)
         return
+    if array.dtype.names is not None and _padded(array.dtype):
+        # Padding bytes are whatever memory held (they differ between equal arrays and
+        # processes): hash each field on its own, in the dtype's order, with the layout.
+        w.tag(b"fields")
+        w.text(str(array.dtype))
+        for name in array.dtype.names:
+            ndarray(w, array[name])
+        return
     contiguous = array.T if fortran else np.ascontiguousarray(array)
     w.blob(memoryview(contiguous.reshape(-1).view(np.uint8)))
+
+
+@functools.lru_cache(maxsize=256)
+def _padded(dtype: Any) -> bool:
+    """Whether a structured dtype has bytes no field covers (alignment padding, offset gaps,
+    or fields that overlap), itself or in a nested structured or subarray field."""
+    if dtype.subdtype is not None:
+        return _padded(dtype.subdtype[0])
+    if dtype.names is None:
+        return False
+    end = 0
+    for name in sorted(dtype.names, key=lambda name: dtype.fields[name][1]):
+        field, offset = dtype.fields[name][:2]
+        if offset != end or _padded(field):
+            return True
+        end = offset + field.itemsize
+    return bool(end != dtype.itemsize)
 
 
 def _strings(w: Walker, items: list[str]) -> None:
@@ -299,7 +450,7 @@ def _array(w: Walker, array: Any) -> None:
         return
     data, mask = getattr(array, "_data", None), getattr(array, "_mask", None)
     if data is not None and mask is not None:  # masked: Int64, Float64, boolean
-        ndarray(w, data)
+        ndarray(w, _unmasked_zeroed(data, mask))
         ndarray(w, mask)
         return
     arrow = getattr(array, "_pa_array", None)
@@ -307,6 +458,17 @@ def _array(w: Walker, array: Any) -> None:
         _chunked(w, arrow)
         return
     w.reduced(array)
+
+
+def _unmasked_zeroed(data: Any, mask: Any) -> Any:
+    """``data`` with its masked (NA) slots zeroed: what lies under them is left over from
+    whatever was there (``s.iloc[1] = pd.NA`` keeps the old value; construction writes 1),
+    not part of the value. Copied only when a masked slot holds a byte that isn't zero."""
+    if not mask.any() or not data[mask].view(sys.modules["numpy"].uint8).any():
+        return data
+    zeroed = data.copy()
+    zeroed[mask] = 0
+    return zeroed
 
 
 # ------------------------------------------------------------------ arrow
@@ -319,6 +481,7 @@ def _arrow(w: Walker, pa: Any, value: Any) -> bool:
     elif isinstance(value, (pa.Table, pa.RecordBatch)):
         w.tag(b"pa.Table" if isinstance(value, pa.Table) else b"pa.RecordBatch")
         _schema(w, value.schema)
+        w.u64(value.num_rows)  # a table without columns still has rows (``t.select([])``)
         for column in value.columns:
             if isinstance(column, pa.ChunkedArray):
                 _chunked(w, column)
@@ -343,24 +506,195 @@ def _schema(w: Walker, schema: Any) -> None:
 
 
 def _chunked(w: Walker, chunked: Any) -> None:
-    """Arrow columns chunk by chunk (so equal values chunked differently are another key)."""
+    """An Arrow column: its chunks as one array (see ``_arrow_chunks``)."""
     w.tag(b"arrow")
-    w.text(str(chunked.type))
-    w.u64(chunked.num_chunks)
-    for chunk in chunked.chunks:
-        _arrow_array(w, chunk)
-
-
-def _bits(w: Walker, buffer: Any, offset: int, length: int) -> None:
-    """A bitmap from bit ``offset`` on, as one byte per bit (bits past the end don't count)."""
-    np = sys.modules["numpy"]
-    raw = np.frombuffer(buffer, dtype=np.uint8)
-    w.blob(memoryview(np.unpackbits(raw, bitorder="little")[offset : offset + length].copy()))
+    _arrow_chunks(w, chunked.type, chunked.chunks)
 
 
 def _arrow_array(w: Walker, chunk: Any) -> None:
-    """One Arrow array by its *logical* values: only the bytes its offset and length cover,
-    so a slice and an equal array made afresh have one key; never a sample of them."""
+    """One Arrow array: a column of one chunk."""
+    _arrow_chunks(w, chunk.type, [chunk])
+
+
+def _arrow_chunks(w: Walker, kind: Any, chunks: Sequence[Any]) -> None:
+    """Arrow chunks of one type by the *logical* values of the array they make together.
+
+    Chunks are an artefact of how a column was built (``concat``, a reader's batches,
+    pandas' ``concat`` of ``str`` columns), offsets one of slicing: numbers, booleans,
+    strings and binaries are hashed as the streams the combined array would hold
+    (validity bits, values or offsets and bytes), whatever their chunks and offsets, and
+    never by the bytes under null slots. Other types (dictionary, nested, views, extension
+    types not stored fixed-width) are hashed chunk by chunk: their chunking still counts.
+    """
+    pa, np = sys.modules["pyarrow"], sys.modules["numpy"]
+    chunks = [chunk for chunk in chunks if len(chunk)]
+    nulls = sum(chunk.null_count for chunk in chunks)
+    w.text(str(kind))
+    w.h.update(struct.pack("<2Q", sum(map(len, chunks)), nulls))
+    layout = _layout(pa, kind)
+    if layout is None:
+        w.tag(b"chunks")
+        w.u64(len(chunks))
+        for chunk in chunks:
+            _arrow_nested(w, chunk)
+        return
+    if layout == "null":  # no buffer: the length is the value
+        w.tag(b"null")
+        return
+    if nulls:
+        feed_parts(w.h, _bit_stream(np, [(chunk.buffers()[0], chunk.offset, len(chunk)) for chunk in chunks]))
+    if layout == "bool":
+        w.tag(b"bool")
+        feed_parts(w.h, _bit_stream(np, [_bool_bits(np, chunk) for chunk in chunks]))
+    elif layout == "fixed":
+        w.tag(b"fixed")
+        width = _byte_width(kind)
+        feed_parts(w.h, [_fixed_values(np, chunk, width) for chunk in chunks])
+    else:
+        w.tag(b"varbinary")
+        dtype = np.dtype(np.int64 if layout == "large" else np.int32)
+        pairs = [_var_chunk(np, chunk, dtype) for chunk in chunks]
+        feed_parts(w.h, _joined_offsets(np, dtype, [offsets for offsets, _ in pairs]))
+        feed_parts(w.h, [data for _, data in pairs])
+
+
+def _layout(pa: Any, kind: Any) -> str | None:
+    """How a type's values are hashed as one stream: "null", "bool", "fixed" (a fixed width
+    in whole bytes), "small"/"large" (int32/int64 offsets + bytes), or None (chunk by chunk)."""
+    types = pa.types
+    if types.is_dictionary(kind):
+        return None
+    if types.is_null(kind):
+        return "null"
+    if types.is_boolean(kind):
+        return "bool"
+    if _byte_width(kind) and kind.num_buffers == 2:
+        return "fixed"
+    if types.is_string(kind) or types.is_binary(kind):
+        return "small"
+    if types.is_large_string(kind) or types.is_large_binary(kind):
+        return "large"
+    return None
+
+
+def _null_positions(np: Any, chunk: Any) -> Any:
+    """The indices of a chunk's null slots (it has some), from the bitmap's bytes that are
+    not all set: only those are unpacked, so few nulls cost little."""
+    offset, length = chunk.offset, len(chunk)
+    if length <= 8192:  # fewer numpy calls: they cost more than the bits
+        return np.flatnonzero(_unpacked(np, chunk.buffers()[0], offset, length) == 0)
+    raw = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)[offset // 8 : (offset + length + 7) // 8]
+    holes = np.flatnonzero(raw != 0xFF)
+    unset = np.flatnonzero(np.unpackbits(raw[holes], bitorder="little") == 0)
+    positions = holes[unset >> 3] * 8 + (unset & 7) - offset % 8
+    return positions[(positions >= 0) & (positions < length)]
+
+
+def _unpacked(np: Any, buffer: Any, offset: int, length: int) -> Any:
+    """Bits ``offset`` to ``offset + length`` of a bitmap, one uint8 (0 or 1) per bit."""
+    raw = np.frombuffer(buffer, dtype=np.uint8)[offset // 8 : (offset + length + 7) // 8]
+    return np.unpackbits(raw, bitorder="little")[offset % 8 : offset % 8 + length]
+
+
+def _bit_stream(np: Any, bitmaps: Sequence[tuple[Any, int, int]]) -> list[Any]:
+    """The bitmaps ``(buffer or None for all set, bit offset, length)`` joined into one
+    packed, LSB-first bitmap, in parts; the last byte's unused bits are zero.
+
+    A bitmap that starts on a byte boundary of both its buffer and the stream is used in
+    place; only the others (and the trailing bits) are unpacked and packed again.
+    """
+    parts: list[Any] = []
+    pending = np.empty(0, dtype=np.uint8)  # unpacked bits not yet making a whole byte
+    for bitmap, start, length in bitmaps:
+        buffer, offset = (np.full(-(-length // 8), 0xFF, np.uint8), 0) if bitmap is None else (bitmap, start)
+        if not pending.size and offset % 8 == 0:
+            whole = length // 8
+            if whole:
+                parts.append(memoryview(buffer)[offset // 8 : offset // 8 + whole])
+            pending = _unpacked(np, buffer, offset + whole * 8, length % 8)
+            continue
+        bits = np.concatenate([pending, _unpacked(np, buffer, offset, length)])
+        cut = bits.size // 8 * 8
+        parts.append(np.packbits(bits[:cut], bitorder="little"))
+        pending = bits[cut:]
+    if pending.size:
+        parts.append(np.packbits(pending, bitorder="little"))
+    return parts
+
+
+def _bool_bits(np: Any, chunk: Any) -> tuple[Any, int, int]:
+    """A boolean chunk's value bits for ``_bit_stream``, False under its null slots."""
+    values = chunk.buffers()[1]
+    if values is None:
+        return np.zeros(-(-len(chunk) // 8), dtype=np.uint8), 0, len(chunk)
+    offset, length = chunk.offset, len(chunk)
+    if not chunk.null_count:
+        return values, offset, length
+    span = slice(offset // 8, (offset + length + 7) // 8)  # both bitmaps share the offset
+    valid = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)[span]
+    return np.frombuffer(values, dtype=np.uint8)[span] & valid, offset % 8, length
+
+
+def _fixed_values(np: Any, chunk: Any, width: int) -> Any:
+    """A fixed-width chunk's value bytes, zero under its null slots: in place when they
+    are (Arrow's builders and parquet reader write zeros), else zeroed piece by piece as
+    they are hashed (``pa.array(values, mask=...)`` and kernels such as ``if_else`` leave
+    the old values there)."""
+    values, length = chunk.buffers()[1], len(chunk)
+    if values is None:
+        return np.zeros(length * width, dtype=np.uint8)
+    own = memoryview(values)[chunk.offset * width : (chunk.offset + length) * width]
+    if not chunk.null_count:
+        return own
+    rows = np.frombuffer(own, dtype=np.uint8).reshape(length, width)
+    nulls = _null_positions(np, chunk)
+    return own if not rows[nulls].any() else ZeroedSlots(own, width, nulls)
+
+
+def _var_chunk(np: Any, chunk: Any, dtype: Any) -> tuple[Any, Any]:
+    """A string/binary chunk's offsets (``length + 1`` of them) and the bytes they cover.
+    Bytes under null slots (rare: Arrow's builders and kernels write empty ones) are left
+    out, in a copy."""
+    buffers, length = chunk.buffers(), len(chunk)
+    offsets = np.frombuffer(buffers[1], dtype=dtype)[chunk.offset : chunk.offset + length + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data: Any = memoryview(buffers[2])[start:end] if buffers[2] is not None else b""
+    if not chunk.null_count:
+        return offsets, data
+    nulls = _null_positions(np, chunk)
+    if not (offsets[nulls + 1] - offsets[nulls]).any():
+        return offsets, data
+    lengths = np.diff(offsets)
+    kept = np.ones(length, dtype=bool)
+    kept[nulls] = False
+    data = np.frombuffer(data, np.uint8)[np.repeat(kept, lengths)]
+    lengths[nulls] = 0
+    return np.concatenate([np.zeros(1, dtype), np.cumsum(lengths, dtype=dtype)]), data
+
+
+def _joined_offsets(np: Any, dtype: Any, chunk_offsets: Sequence[Any]) -> list[Any]:
+    """The offsets of the array the chunks make together: each chunk's, shifted to start
+    where the previous one ended (its first offset dropped, but the first chunk's).
+
+    A chunk already in place (the first, starting at 0) is used as it is. int32 offsets of
+    chunks holding more than 2 GiB together wrap around: still one frame per value, since
+    each difference (a value's length) is below 2**31.
+    """
+    parts: list[Any] = []
+    base = 0
+    for offsets in chunk_offsets:
+        start = int(offsets[0])
+        shift = base - start
+        if dtype.itemsize == 4:
+            shift = (shift + 2**31) % 2**32 - 2**31
+        own = offsets if not parts else offsets[1:]
+        parts.append(own + dtype.type(shift) if shift else own)
+        base += int(offsets[-1]) - start
+    return parts or [np.zeros(1, dtype)]
+
+
+def _arrow_nested(w: Walker, chunk: Any) -> None:
+    """One chunk of a type that is not one stream: validity, then its children or buffers."""
     pa = sys.modules["pyarrow"]
     kind = chunk.type
     offset, length = chunk.offset, len(chunk)
@@ -368,34 +702,11 @@ def _arrow_array(w: Walker, chunk: Any) -> None:
     w.h.update(struct.pack("<2Q", length, chunk.null_count))
     buffers = chunk.buffers()
     if chunk.null_count and buffers[0] is not None:
-        _bits(w, buffers[0], offset, length)
+        feed_parts(w.h, _bit_stream(sys.modules["numpy"], [(buffers[0], offset, length)]))
     if pa.types.is_dictionary(kind):
         w.tag(b"dictionary")
         _arrow_array(w, chunk.indices)
         _arrow_array(w, chunk.dictionary)
-        return
-    if pa.types.is_boolean(kind):
-        w.tag(b"bool")
-        _bits(w, buffers[1], offset, length)
-        return
-    width = _byte_width(kind)
-    if width and len(buffers) == 2:
-        w.tag(b"fixed")
-        w.blob(memoryview(buffers[1])[offset * width : (offset + length) * width])
-        return
-    if (
-        pa.types.is_string(kind)
-        or pa.types.is_binary(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_large_binary(kind)
-    ):
-        np = sys.modules["numpy"]
-        dtype = np.int64 if (pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)) else np.int32
-        offsets = np.frombuffer(buffers[1], dtype=dtype)[offset : offset + length + 1]
-        start, end = (int(offsets[0]), int(offsets[-1])) if length else (0, 0)
-        w.tag(b"varbinary")
-        w.blob(memoryview(offsets - start if start else offsets).cast("B"))
-        w.blob(memoryview(buffers[2])[start:end] if buffers[2] is not None else b"")
         return
     if pa.types.is_struct(kind):
         w.tag(b"struct")
