@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xxhash
 
-from ipycache_ext._hash_data import PIECE, hash_threads, set_hash_threads
+from ipycache_ext._hash_buffers import PIECE, hash_threads, set_hash_threads
 from ipycache_ext._hashing import digest
 
 

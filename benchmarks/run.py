@@ -420,7 +420,7 @@ def hashing_threads_section(repeats: int) -> None:
     """Hashing 1 GB with the pool against one thread (benchmarks/bench_hashing.py has more)."""
     from bench_hashing import raw_pieces  # the memory-bandwidth ceiling, measured alongside
 
-    from ipycache_ext._hash_data import set_hash_threads
+    from ipycache_ext._hash_buffers import set_hash_threads
     from ipycache_ext._hashing import digest
 
     frame = build("numeric", 1_000_000_000)

@@ -6,7 +6,8 @@ fields, each with its length. Framing makes the encoding unambiguous: ``("ab", "
 is hashed in full, never sampled: a change anywhere in an input changes its digest.
 
 What is hashed how (this module walks values; ``_hash_code`` hashes code, classes and
-modules; ``_hash_data`` hashes numpy, pandas, Arrow and large buffers):
+modules; ``_hash_data``, ``_hash_arrow`` and ``_hash_buffers`` hash numpy and pandas, Arrow,
+and large buffers):
 
 - atoms by their bytes (floats by their IEEE bits, so NaN's sign and payload count);
 - lists, tuples and dicts in order (a dict's order is part of what a result sees:
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
+from ._hash_buffers import feed_blob
 from ._hash_code import (
     cached_property_names,
     global_names,
@@ -48,7 +50,7 @@ from ._hash_code import (
     module_version,
     walk_code,
 )
-from ._hash_data import feed_blob, library_stand_in, volatile_attributes, walk_data
+from ._hash_data import library_stand_in, volatile_attributes, walk_data
 
 __all__ = [
     "MISSING",

@@ -42,7 +42,7 @@ import cloudpickle
 import xxhash
 
 from ._errors import UnserializableResultError
-from ._hash_data import piece_digests
+from ._hash_buffers import piece_digests
 from ._mapped import registry
 
 PROTOCOL = 5

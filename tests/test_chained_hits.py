@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from ipycache_ext import _hash_data, _mapped, _pagemap
+from ipycache_ext import _hash_buffers, _mapped, _pagemap
 from ipycache_ext._hashing import digest
 from ipycache_ext._serialize import serialize
 
@@ -38,13 +38,13 @@ def make() -> pd.DataFrame:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Bytes of every large buffer hashed in full from now on."""
     sizes: list[int] = []
-    original = _hash_data.piece_digests
+    original = _hash_buffers.piece_digests
 
     def counting(data: Any) -> bytes:
         sizes.append(memoryview(data).nbytes)
         return original(data)
 
-    monkeypatch.setattr(_hash_data, "piece_digests", counting)
+    monkeypatch.setattr(_hash_buffers, "piece_digests", counting)
     return sizes
 
 
@@ -66,7 +66,7 @@ def test_a_chained_hit_hashes_no_large_buffer(chained: InteractiveShell, hashed:
     run(chained, READ)
     assert chained.user_ns["runs"] == [1]  # a hit
     assert chained.user_ns["total"] == total
-    assert [n for n in hashed if n >= _hash_data.PARALLEL_MIN] == []
+    assert [n for n in hashed if n >= _hash_buffers.PARALLEL_MIN] == []
 
 
 def test_one_written_byte_recomputes(chained: InteractiveShell) -> None:
@@ -104,7 +104,7 @@ def test_without_pagemap_everything_is_hashed_in_full_and_still_hits(
         assert not _pagemap.unwritten(1 << 30, 4096)
         run(chained, READ)
     assert chained.user_ns["runs"] == [1]  # same key
-    assert sum(n for n in hashed if n >= _hash_data.PARALLEL_MIN) == 2 * ROWS * 8
+    assert sum(n for n in hashed if n >= _hash_buffers.PARALLEL_MIN) == 2 * ROWS * 8
 
 
 def test_a_known_digest_is_the_digest_full_hashing_gives() -> None:

@@ -20,18 +20,16 @@ import pandas as pd
 import pytest
 import xxhash
 
-from ipycache_ext._hash_data import (
+from ipycache_ext._hash_arrow import _fixed_values, _joined_offsets
+from ipycache_ext._hash_buffers import (
     PARALLEL_MIN,
     PIECE,
     ZeroedSlots,
-    _fixed_values,
-    _joined_offsets,
-    _padded,
-    _unmasked_zeroed,
     feed_blob,
     feed_parts,
     set_hash_threads,
 )
+from ipycache_ext._hash_data import _padded, _unmasked_zeroed
 from ipycache_ext._hashing import digest
 
 pa = pytest.importorskip("pyarrow")

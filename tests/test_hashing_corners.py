@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipycache_ext._hash_data import PARALLEL_MIN, PIECE, set_hash_threads
+from ipycache_ext._hash_buffers import PARALLEL_MIN, PIECE, set_hash_threads
 from ipycache_ext._hashing import HashFuncError, Unhashable, digest, global_names
 
 NOTEBOOK_CLASSES = textwrap.dedent(

@@ -47,7 +47,8 @@ def test_the_core_imports_neither_ipython_nor_ipywidgets() -> None:
 def test_core_messages_name_no_front_end() -> None:
     """The store, hashing, serialization and backends speak of options, not of magics or traits."""
     lower = ("_store", "_table", "_flight", "_events", "_expiry", "_tier", "_stats", "_entry", "_hashing",
-             "_hash_code", "_hash_data", "_serialize", "_mapped", "_persist", "_envelope", "_signing",
+             "_hash_code", "_hash_data", "_hash_arrow", "_hash_buffers", "_serialize", "_mapped",
+             "_persist", "_envelope", "_signing",
              "backends")  # fmt: skip
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):

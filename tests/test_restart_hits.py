@@ -192,7 +192,7 @@ def test_hits_outlive_the_file_and_stay_private(tmp_path: Path) -> None:
 def test_a_restored_hit_is_keyed_without_hashing_until_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ipycache_ext import _hash_data
+    from ipycache_ext import _hash_buffers
     from ipycache_ext._hashing import digest
 
     cache = SignedCache.in_directory(tmp_path / "cache")
@@ -202,8 +202,8 @@ def test_a_restored_hit_is_keyed_without_hashing_until_written(
     assert found is not None
     hit = found[0].load()
     hashed: list[int] = []
-    original = _hash_data.piece_digests
-    monkeypatch.setattr(_hash_data, "piece_digests", lambda data: hashed.append(1) or original(data))
+    original = _hash_buffers.piece_digests
+    monkeypatch.setattr(_hash_buffers, "piece_digests", lambda data: hashed.append(1) or original(data))
     assert digest(hit) == digest(value)
     assert len(hashed) == 1  # the original was hashed; the file-mapped hit was known from its check
     with _pagemap.forced_fallback():
