@@ -582,25 +582,29 @@ def test_clear_drops_the_function_or_one_argument_set_or_a_whole_kind(cached: Ca
     assert cached.entries() == []
 
 
+def new_kernel(
+    directory: Path, clock: Any, monkeypatch: pytest.MonkeyPatch, source: str, **names: Any
+) -> tuple[CacheStore, Any]:
+    """A fresh store on the disk in ``directory``, as after a restart, and ``load`` defined
+    anew by ``source``."""
+    from ipycache_ext._persist import DiskCache, StorePersistence
+
+    store = CacheStore(timer=clock)
+    store.persistence = StorePersistence(DiskCache.in_directory(directory, timer=clock))
+    monkeypatch.setattr(cache_data, "store", store)
+    return store, define(source, **names)["load"]
+
+
 @pytest.mark.parametrize("persist", ["disk", True])
 def test_persisted_results_are_found_again_by_a_new_kernel(
     persist: Any, tmp_path: Path, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ipycache_ext._persist import DiskCache, StorePersistence
-
     calls: list[int] = []
 
     def kernel() -> Any:
-        """A fresh store on the same disk, as after a restart, and the function defined anew."""
-        store = CacheStore(timer=clock)
-        store.persistence = StorePersistence(DiskCache.in_directory(tmp_path / "cache", timer=clock))
-        monkeypatch.setattr(cache_data, "store", store)
-        namespace = define(
-            "@cache_data(persist=PERSIST, ttl='1h')\n"
-            "def load(n, _calls):\n    _calls.append(n)\n    return list(range(n))",
-            PERSIST=persist,
-        )
-        return store, namespace["load"]
+        source = "@cache_data(persist=PERSIST, ttl='1h')\ndef load(n, _calls):\n    _calls.append(n)\n"
+        source += "    return list(range(n))"
+        return new_kernel(tmp_path / "cache", clock, monkeypatch, source, PERSIST=persist)
 
     store, load = kernel()
     assert load(5, calls) == [0, 1, 2, 3, 4] and calls == [5]

@@ -451,22 +451,14 @@ def test_every_awaiter_of_one_computation_depends_on_what_it_read(cached: CacheS
 def test_a_persisted_async_result_is_found_again_by_a_new_kernel_without_running_the_body(
     tmp_path: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ipycache_ext._persist import DiskCache, StorePersistence
-
-    from .test_decorators import define
+    from .test_decorators import new_kernel
 
     calls: list[int] = []
+    source = "@cache_data(persist='disk')\nasync def load(n, _calls):\n    _calls.append(n)\n"
+    source += "    return list(range(n))"
 
     def kernel() -> Any:
-        """A fresh store on the same disk, as after a restart, and the function defined anew."""
-        store = CacheStore(timer=clock)
-        store.persistence = StorePersistence(DiskCache.in_directory(tmp_path / "cache", timer=clock))
-        monkeypatch.setattr(cache_data, "store", store)
-        namespace = define(
-            "@cache_data(persist='disk')\n"
-            "async def load(n, _calls):\n    _calls.append(n)\n    return list(range(n))"
-        )
-        return store, namespace["load"]
+        return new_kernel(tmp_path / "cache", clock, monkeypatch, source)
 
     store, load = kernel()
     assert run(load(3, calls)) == [0, 1, 2] and calls == [3]
