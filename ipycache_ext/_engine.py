@@ -259,6 +259,12 @@ class CacheEngine:
         except (NotStored, _NotCached):
             self._explainer.put_back(request.origin, previous)
             raise
+        except BaseException:
+            if run.reasons and not run.produced:  # this call's computation raised
+                self._explainer.failed(request.origin, plan.key)
+            raise
+        if run.produced:
+            self._explainer.failed(request.origin, None)
         entry = lookup.entry
         if request.dynamic:
             self.warn_once(
@@ -463,6 +469,9 @@ class _Run:
         known = bool(self.reasons)  # a changed dependency or a refresh: said even on a first run
         if not known:
             removed = self._engine.store.removal_reason(previous.key) if previous else None
+            explainer = self._engine._explainer
+            if removed is None and previous and explainer.failed_last(request.origin, previous.key):
+                removed = "failed"
             reason = describe_miss(previous, plan.record, removed)
             if plan.by_identity:
                 reason += " (" + ", ".join(f"`{n}`" for n in plan.by_identity) + " keyed by identity)"

@@ -29,6 +29,7 @@ class MissExplainer:
 
     def __init__(self) -> None:
         self._last: OrderedDict[str, KeyRecord] = OrderedDict()
+        self._failed: OrderedDict[str, str] = OrderedDict()  # origin -> key whose run failed
 
     def remember(self, origin: str, record: KeyRecord) -> KeyRecord | None:
         """Store ``record`` as the latest for ``origin``; return the one it replaces."""
@@ -37,6 +38,19 @@ class MissExplainer:
         while len(self._last) > _FORGET_AFTER:
             self._last.popitem(last=False)
         return previous
+
+    def failed(self, origin: str, key: str | None) -> None:
+        """The computation of ``key`` for ``origin`` raised or was interrupted (None: it
+        finished): the next miss of that key says so instead of "not in the cache"."""
+        if key is None:
+            self._failed.pop(origin, None)
+            return
+        self._failed[origin] = key
+        while len(self._failed) > _FORGET_AFTER:
+            self._failed.popitem(last=False)
+
+    def failed_last(self, origin: str, key: str) -> bool:
+        return self._failed.get(origin) == key
 
     def put_back(self, origin: str, previous: KeyRecord | None) -> None:
         """Undo ``remember`` (a look that served nothing must not hide why the run misses)."""
@@ -58,6 +72,7 @@ def describe_miss(previous: KeyRecord | None, current: KeyRecord, removed_becaus
             "deleted": "the entry was deleted",
             "invalid": "the cached value was invalid (validate said no, or it no longer loads)",
             "replaced": "refreshed",
+            "failed": "the last run did not finish (it raised or was interrupted)",
             None: "not in the cache",
         }.get(removed_because, removed_because or "not in the cache")
     reasons: list[str] = []

@@ -286,6 +286,21 @@ def test_a_failing_cell_caches_nothing_and_shows_the_users_traceback(
     assert "_store.py" not in out and "exec(" not in out
 
 
+def test_the_run_after_a_failed_one_says_the_last_run_did_not_finish(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.user_ns["fail"] = True
+    cell = "%%cache_data --ignore fail\nif fail:\n    raise ValueError('no')\nr = 1"
+    assert isinstance(shell.run_cell(cell).error_in_exec, ValueError)
+    shell.user_ns["fail"] = False
+    capsys.readouterr()
+    run(shell, cell)
+    assert "recomputing: the last run did not finish" in capsys.readouterr().out
+    run(shell, "%cache_clear")
+    run(shell, cell)
+    assert "recomputing: the cache was cleared" in capsys.readouterr().out  # a success forgot it
+
+
 def test_failure_line_numbers_match_the_cell(shell: InteractiveShell) -> None:
     result = shell.run_cell("%%cache_data\nx = 1\nraise ValueError('line 3 of the cell')")
     error = result.error_in_exec
