@@ -21,6 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.utils.process import arg_split  # type: ignore[attr-defined]  # what parse_argstring splits with
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union, observe, validate
 
+from ._cached_function import CachedFunction
 from ._cellrun import UserCodeError
 from ._cells import CachedCells, CellOptions, parse_options
 from ._engine import Outcome, engine_for
@@ -441,6 +442,9 @@ class CacheMagics(Magics):
             return exact
         prefixed = {e.key for e in entries if len(target) >= 4 and e.key.startswith(target)}
         if not prefixed:
+            named = self._shell.user_ns.get(target)
+            if isinstance(named, CachedFunction):  # %cache_clear fetch, for @cache_data def fetch
+                raise UsageError(f"{target} is a cached function: {target}.clear() clears its entries")
             raise UsageError(f"no cache entry has the key or label {target!r}; %cache_info lists them")
         return prefixed
 

@@ -351,6 +351,13 @@ def test_an_unpicklable_result_says_to_use_cache_resource(shell: InteractiveShel
     assert store.entries() == []
 
 
+def test_cache_clear_of_a_cached_functions_name_points_to_its_clear(shell: InteractiveShell) -> None:
+    run(shell, "import ipycache_ext\n@ipycache_ext.cache_data\ndef fetch(n):\n    return n")
+    result = shell.run_cell("%cache_clear fetch")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "fetch is a cached function: fetch.clear() clears its entries" in str(result.error_in_exec)
+
+
 def test_cache_clear_by_kind_key_and_label(shell: InteractiveShell, store: CacheStore) -> None:
     run(shell, "%%cache_data\na = 1")
     run(shell, "%%cache_data\nb = 2")
