@@ -195,12 +195,18 @@ def _drain(forwards: list[_FdForward], timeout: float = 1.0) -> None:
     if libc is not None:
         libc.fflush(None)  # C-level stdio buffers of this process (a C extension's printf)
     deadline = time.monotonic() + timeout
-    waiting = list(forwards)
+    waiting, blind = list(forwards), False
     while waiting and time.monotonic() < deadline:
-        waiting = [f for f in waiting if _pending(f.pipe) or _reading(f.watcher, f.pipe) is False]
+        still = []
+        for forward in waiting:
+            reading = _reading(forward.watcher, forward.pipe)
+            blind = blind or reading is None
+            if _pending(forward.pipe) or reading is False:
+                still.append(forward)
+        waiting = still
         if waiting:
             time.sleep(0.001)
-    if any(_reading(f.watcher, f.pipe) is None for f in forwards):
+    if blind:
         time.sleep(0.002)  # can't see the watcher: the last chunk read, on its way into write()
 
 
@@ -217,8 +223,10 @@ def _reading(thread: threading.Thread, pipe: int) -> bool | None:
             words = status.read().split()
     except OSError:
         return None
-    if len(words) < 2 or words[0] == "running":
-        return False if words[:1] == ["running"] else None
+    if words[:1] == ["running"]:
+        return False
+    if len(words) < 2:
+        return None
     try:
         return int(words[1], 16) == pipe
     except ValueError:

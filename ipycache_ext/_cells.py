@@ -411,7 +411,6 @@ def parse_options(
 
 def ends_with_semicolon(source: str) -> bool:
     """Whether the last token of ``source`` is ``;``, as IPython silences a cell's value."""
-    tokens: list[tokenize.TokenInfo] = []
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError):

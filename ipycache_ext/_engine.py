@@ -256,7 +256,7 @@ class CacheEngine:
         tiers_only = compute is _raise_not_cached  # peek: never compute, nor claim the key
         try:
             lookup = self._get_or_create(request, plan, run, refresh, tiers_only)
-        except (NotStored, _NotCached):
+        except NotStored:
             self._explainer.put_back(request.origin, previous)
             raise
         except BaseException:
@@ -324,7 +324,7 @@ class CacheEngine:
             return None
         try:
             return self.fetch(request, plan, _raise_not_cached)
-        except (_NotCached, NotStored):  # not there, removed meanwhile, validate said no, or stale
+        except NotStored:  # not there, removed meanwhile, validate said no, or stale
             return None
 
     def load(self, kind: Kind, stored: Any) -> Any:
@@ -493,12 +493,9 @@ class _Run:
         return prepared
 
 
-class _NotCached(Exception):
-    """Raised by the compute of ``peek``: there was nothing to serve."""
-
-
 def _raise_not_cached() -> Any:
-    raise _NotCached
+    """The compute of ``peek``, which the store never calls (``tiers_only``): it marks the look."""
+    raise NotStored
 
 
 def _dependencies(entry: EntryInfo) -> tuple[Any, ...]:

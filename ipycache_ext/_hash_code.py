@@ -223,7 +223,10 @@ def module_version(module_name: str) -> str:
     if own is not None:  # the common case, without scanning every installed package (~0.9 s)
         return own
     versions: list[str] = []
-    for dist in sorted(set(_distributions_of().get(top, ()))):
+    # the standard library (copyreg, whose functions rebuild many pickled objects): no
+    # distribution ships it, so scanning them all for one (~0.2-0.9 s) would only find none
+    stdlib = top in getattr(sys, "stdlib_module_names", ())
+    for dist in () if stdlib else sorted(set(_distributions_of().get(top, ()))):
         try:
             versions.append(f"{dist}=={importlib.metadata.version(dist)}")
         except (importlib.metadata.PackageNotFoundError, ValueError):
@@ -386,7 +389,7 @@ def source_digest(path: Any) -> bytes:
             digest = xxhash.xxh3_128_digest(handle.read())
     except OSError:
         return b"unreadable"
-    if settled(info.st_size, info.st_mtime_ns, info.st_ctime_ns, read_from_ns=started):
+    if settled(info.st_mtime_ns, info.st_ctime_ns, read_from_ns=started):
         _source_digests[path] = (stat, digest)
         if len(_source_digests) > 1024:
             del _source_digests[next(iter(_source_digests))]

@@ -96,11 +96,17 @@ class StorePersistence:
     """The store's ``Persistence``: the local disk tier, then (``where="team"``) the team tier."""
 
     def __init__(
-        self, disk: SignedCache | None, team: Any = None, *, notice: Callable[[str], None] = print_notice
+        self,
+        disk: SignedCache | None,
+        team: Any = None,
+        *,
+        notice: Callable[[str], None] = print_notice,
+        team_configured: bool | None = None,
     ):
         self.disk = disk
         self.team = team  # a _team.TeamTier (kept untyped here: it imports the Redis client lazily)
-        self.team_configured = team is not None  # False: none was set up (True: one, maybe unopenable)
+        # whether one was set up, even when it could not be opened (said then); default: team given
+        self.team_configured = team is not None if team_configured is None else team_configured
         self.notice = notice
         self.lease_seconds = 30.0
         self.wait_seconds = 600.0
@@ -242,9 +248,7 @@ def open_persistence(
             f"{ENV_CACHE_DIR} or the cache_dir setting",
         )
         return None
-    tiers = StorePersistence(disk, _open_team(team, timer))
-    tiers.team_configured = team is not None  # even when it could not be opened (said then)
-    return tiers
+    return StorePersistence(disk, _open_team(team, timer), team_configured=team is not None)
 
 
 def _open_team(settings: Any, timer: Callable[[], float]) -> Any:

@@ -17,9 +17,8 @@ from __future__ import annotations
 SETTLE_NS = 2_000_000_000
 
 
-def settled(size: int, mtime_ns: int, ctime_ns: int, *, read_from_ns: int) -> bool:
+def settled(mtime_ns: int, ctime_ns: int, *, read_from_ns: int) -> bool:
     """Whether any change to the file after ``read_from_ns`` (``time.time_ns()``) would move
-    this stat. ``ctime_ns`` is 0 where there is no change time (then ``mtime_ns``, which a
+    its stat. ``ctime_ns`` is 0 where there is no change time (then ``mtime_ns``, which a
     program can set back, is all there is)."""
-    del size  # a same-size rewrite is exactly the case the times must catch
     return (ctime_ns or mtime_ns) < read_from_ns - SETTLE_NS

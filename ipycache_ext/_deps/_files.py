@@ -61,7 +61,7 @@ def content_digest(path: str) -> tuple[str, StatKey, bool] | None:
     if after != before:
         return None
     digest = hasher.hexdigest()
-    is_settled = settled(*before, read_from_ns=started)
+    is_settled = settled(before[1], before[2], read_from_ns=started)
     if is_settled:
         _verified[path] = (before, digest)
         if len(_verified) > _VERIFIED_MAX:
